@@ -1,0 +1,61 @@
+"""honeytrace: a HoneyHive-compatible tracing SDK for Python LLM and agent apps,
+with a Rust engine.
+
+    from honeytrace import HoneyHiveTracer
+
+    tracer = HoneyHiveTracer.init(project="agents")
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+
+from opentelemetry import context as _context
+from opentelemetry.baggage import _BAGGAGE_KEY
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext as _CVRC
+from opentelemetry.trace import SpanContext as _SpanContext
+from opentelemetry.trace import TraceFlags as _TraceFlags
+from opentelemetry.trace import TraceState as _TraceState
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+from . import _core
+
+_runtime = _context._RUNTIME_CONTEXT
+_core._install_bridge(
+    _runtime._current_context if isinstance(_runtime, _CVRC) else None,
+    _runtime,
+    _SPAN_KEY,
+    _BAGGAGE_KEY,
+    _SpanContext,
+    _TraceFlags,
+    _TraceState,
+    _traceback.format_exception,
+)
+
+from ._otel import Tracer, TracerProvider, patch_isinstance  # noqa: E402
+from ._tracer import (  # noqa: E402
+    HoneyHiveTracer,
+    flush,
+    get_default_tracer,
+    set_default_tracer,
+    shutdown,
+    tracers,
+)
+
+patch_isinstance()
+
+__version__: str = _core.__version__
+Span = _core.Span
+
+__all__ = [
+    "HoneyHiveTracer",
+    "Span",
+    "Tracer",
+    "TracerProvider",
+    "__version__",
+    "flush",
+    "get_default_tracer",
+    "set_default_tracer",
+    "shutdown",
+    "tracers",
+]

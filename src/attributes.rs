@@ -1,0 +1,207 @@
+//! Python value <-> OpenTelemetry attribute value.
+//!
+//! `set_attribute` follows the OpenTelemetry rules: str, bool, int, float and
+//! homogeneous sequences of those; anything else is dropped and counted (stats
+//! `attributes_dropped`). Integers beyond int64 are kept as their decimal string
+//! rather than lost.
+
+use opentelemetry::{Array, Key, KeyValue, StringValue, Value};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Attribute values rejected for their type, process-wide.
+pub static INVALID_VALUES: AtomicU64 = AtomicU64::new(0);
+
+fn scalar(v: &Bound<'_, PyAny>) -> Option<Value> {
+    if let Ok(s) = v.cast::<PyString>() {
+        return s
+            .to_cow()
+            .ok()
+            .map(|s| Value::String(s.into_owned().into()));
+    }
+    // bool before int: bool is an int subclass.
+    if let Ok(b) = v.cast::<PyBool>() {
+        return Some(Value::Bool(b.is_true()));
+    }
+    if v.is_instance_of::<PyInt>() {
+        return Some(match v.extract::<i64>() {
+            Ok(i) => Value::I64(i),
+            Err(_) => Value::String(v.str().ok()?.to_string().into()),
+        });
+    }
+    if let Ok(f) = v.cast::<PyFloat>() {
+        return Some(Value::F64(f.value()));
+    }
+    None
+}
+
+fn sequence(items: Vec<Bound<'_, PyAny>>) -> Option<Value> {
+    let Some(first) = items.first() else {
+        // An empty sequence is valid; keep it as an empty string array.
+        return Some(Value::Array(Array::String(Vec::new())));
+    };
+    if first.is_instance_of::<PyString>() {
+        let mut out = Vec::with_capacity(items.len());
+        for it in &items {
+            out.push(StringValue::from(
+                it.cast::<PyString>().ok()?.to_cow().ok()?.into_owned(),
+            ));
+        }
+        return Some(Value::Array(Array::String(out)));
+    }
+    if first.is_instance_of::<PyBool>() {
+        let mut out = Vec::with_capacity(items.len());
+        for it in &items {
+            out.push(it.cast::<PyBool>().ok()?.is_true());
+        }
+        return Some(Value::Array(Array::Bool(out)));
+    }
+    if first.is_instance_of::<PyInt>() {
+        let mut out = Vec::with_capacity(items.len());
+        for it in &items {
+            if it.is_instance_of::<PyBool>() || !it.is_instance_of::<PyInt>() {
+                return None;
+            }
+            out.push(it.extract::<i64>().ok()?);
+        }
+        return Some(Value::Array(Array::I64(out)));
+    }
+    if first.is_instance_of::<PyFloat>() {
+        let mut out = Vec::with_capacity(items.len());
+        for it in &items {
+            out.push(it.cast::<PyFloat>().ok()?.value());
+        }
+        return Some(Value::Array(Array::F64(out)));
+    }
+    None
+}
+
+/// Convert a Python attribute value; `None` when OpenTelemetry would reject it.
+pub fn to_value(v: &Bound<'_, PyAny>) -> Option<Value> {
+    if let Some(s) = scalar(v) {
+        return Some(s);
+    }
+    if let Ok(l) = v.cast::<PyList>() {
+        return sequence(l.iter().collect());
+    }
+    if let Ok(t) = v.cast::<PyTuple>() {
+        return sequence(t.iter().collect());
+    }
+    None
+}
+
+/// Convert a mapping of attributes, dropping (and counting) invalid entries.
+pub fn from_mapping(attrs: &Bound<'_, PyAny>, out: &mut Vec<KeyValue>) {
+    let items: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = if let Ok(d) = attrs.cast::<PyDict>() {
+        d.iter().collect()
+    } else {
+        match attrs.call_method0("items").and_then(|it| it.try_iter()) {
+            Ok(iter) => iter
+                .filter_map(|pair| pair.ok()?.extract::<(Bound<PyAny>, Bound<PyAny>)>().ok())
+                .collect(),
+            Err(_) => {
+                INVALID_VALUES.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    };
+    out.reserve(items.len());
+    for (k, v) in items {
+        let Ok(key) = k.cast::<PyString>() else {
+            INVALID_VALUES.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let Ok(key) = key.to_cow() else { continue };
+        match to_value(&v) {
+            Some(value) => out.push(KeyValue::new(Key::new(key.into_owned()), value)),
+            None => {
+                INVALID_VALUES.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+pub fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::I64(i) => i.into_pyobject(py)?.into_any(),
+        Value::F64(f) => PyFloat::new(py, *f).into_any(),
+        Value::String(s) => PyString::new(py, s.as_str()).into_any(),
+        Value::Array(a) => match a {
+            Array::Bool(x) => PyList::new(py, x)?.into_any(),
+            Array::I64(x) => PyList::new(py, x)?.into_any(),
+            Array::F64(x) => PyList::new(py, x)?.into_any(),
+            Array::String(x) => PyList::new(py, x.iter().map(|s| s.as_str()))?.into_any(),
+            _ => PyList::empty(py).into_any(),
+        },
+        _ => py.None().into_bound(py),
+    })
+}
+
+pub fn kvs_to_dict<'py>(py: Python<'py>, kvs: &[KeyValue]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for kv in kvs {
+        d.set_item(kv.key.as_str(), value_to_py(py, &kv.value)?)?;
+    }
+    Ok(d)
+}
+
+/// Last write wins, at the position of the first write (Python dict semantics).
+/// The SDK appends on every `set_attribute`; this runs off the hot path, at export.
+pub fn dedup(attrs: &mut Vec<KeyValue>) {
+    let n = attrs.len();
+    if n < 2 {
+        return;
+    }
+    let has_dup = if n <= 16 {
+        (1..n).any(|i| attrs[..i].iter().any(|a| a.key == attrs[i].key))
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(n);
+        attrs.iter().any(|a| !seen.insert(a.key.as_str()))
+    };
+    if !has_dup {
+        return;
+    }
+    let mut index: std::collections::HashMap<Key, usize> =
+        std::collections::HashMap::with_capacity(n);
+    let mut out: Vec<KeyValue> = Vec::with_capacity(n);
+    for kv in attrs.drain(..) {
+        match index.get(&kv.key) {
+            Some(&i) => out[i].value = kv.value,
+            None => {
+                index.insert(kv.key.clone(), out.len());
+                out.push(kv);
+            }
+        }
+    }
+    *attrs = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_keeps_first_position_last_value() {
+        let mut v = vec![
+            KeyValue::new("a", 1),
+            KeyValue::new("b", 2),
+            KeyValue::new("a", 3),
+        ];
+        dedup(&mut v);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].key.as_str(), "a");
+        assert_eq!(v[0].value, Value::I64(3));
+        assert_eq!(v[1].value, Value::I64(2));
+    }
+
+    #[test]
+    fn dedup_large_sets() {
+        let mut v: Vec<KeyValue> = (0..40).map(|i| KeyValue::new(format!("k{i}"), i)).collect();
+        v.push(KeyValue::new("k5", 99));
+        dedup(&mut v);
+        assert_eq!(v.len(), 40);
+        assert_eq!(v[5].value, Value::I64(99));
+    }
+}

@@ -1,0 +1,218 @@
+//! The bridge to the Python OpenTelemetry context (rule 1: the context lives in
+//! Python). Rust never keeps a "current" context of its own: it reads the
+//! `opentelemetry-api` ContextVar (or a Context it is handed) and returns values for
+//! Python to attach with tokens.
+
+use crate::span::PySpan;
+use crate::tracer::Core;
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Python objects the engine needs, handed over once by `honeytrace/__init__.py`.
+pub struct Bridge {
+    /// `opentelemetry.context._RUNTIME_CONTEXT._current_context`, when the runtime is
+    /// the standard contextvars one; otherwise we go through `runtime`.
+    pub var: Option<Py<PyAny>>,
+    pub runtime: Py<PyAny>,
+    pub span_key: Py<PyString>,
+    pub baggage_key: Py<PyString>,
+    pub span_context_type: Py<PyAny>,
+    pub trace_flags_type: Py<PyAny>,
+    pub trace_state_type: Py<PyAny>,
+    pub format_exception: Py<PyAny>,
+    pub empty_trace_state: Py<PyAny>,
+    pub flags_sampled: Py<PyAny>,
+    pub flags_default: Py<PyAny>,
+}
+
+static BRIDGE: PyOnceLock<Bridge> = PyOnceLock::new();
+
+pub fn bridge(py: Python<'_>) -> PyResult<&Bridge> {
+    BRIDGE.get(py).ok_or_else(|| {
+        PyRuntimeError::new_err("honeytrace._core used before honeytrace was imported")
+    })
+}
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn _install_bridge(
+    py: Python<'_>,
+    var: Option<Py<PyAny>>,
+    runtime: Py<PyAny>,
+    span_key: Py<PyString>,
+    baggage_key: Py<PyString>,
+    span_context_type: Py<PyAny>,
+    trace_flags_type: Py<PyAny>,
+    trace_state_type: Py<PyAny>,
+    format_exception: Py<PyAny>,
+) -> PyResult<()> {
+    let empty_trace_state = trace_state_type.bind(py).call0()?.unbind();
+    let flags_sampled = trace_flags_type.bind(py).call1((1,))?.unbind();
+    let flags_default = trace_flags_type.bind(py).call1((0,))?.unbind();
+    let _ = BRIDGE.set(
+        py,
+        Bridge {
+            var,
+            runtime,
+            span_key,
+            baggage_key,
+            span_context_type,
+            trace_flags_type,
+            trace_state_type,
+            format_exception,
+            empty_trace_state,
+            flags_sampled,
+            flags_default,
+        },
+    );
+    Ok(())
+}
+
+impl Bridge {
+    /// The current Python Context (a dict subclass).
+    pub fn current<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.var {
+            Some(var) => var.bind(py).call_method0(intern!(py, "get")),
+            None => self
+                .runtime
+                .bind(py)
+                .call_method0(intern!(py, "get_current")),
+        }
+    }
+
+    pub fn get<'py>(
+        &self,
+        ctx: &Bound<'py, PyAny>,
+        key: &Py<PyString>,
+    ) -> Option<Bound<'py, PyAny>> {
+        let py = ctx.py();
+        match ctx.cast::<PyDict>() {
+            Ok(d) => d.get_item(key.bind(py)).ok().flatten(),
+            Err(_) => ctx
+                .call_method1(intern!(py, "get"), (key.bind(py),))
+                .ok()
+                .filter(|v| !v.is_none()),
+        }
+    }
+
+    /// Build a Python `SpanContext` for a Rust one.
+    pub fn to_py_span_context<'py>(
+        &self,
+        py: Python<'py>,
+        sc: &SpanContext,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let trace_id = u128::from_be_bytes(sc.trace_id().to_bytes());
+        let span_id = u64::from_be_bytes(sc.span_id().to_bytes());
+        let flags = if sc.is_sampled() {
+            self.flags_sampled.bind(py).clone()
+        } else if sc.trace_flags().to_u8() == 0 {
+            self.flags_default.bind(py).clone()
+        } else {
+            self.trace_flags_type
+                .bind(py)
+                .call1((sc.trace_flags().to_u8(),))?
+        };
+        let header = sc.trace_state().header();
+        let state = if header.is_empty() {
+            self.empty_trace_state.bind(py).clone()
+        } else {
+            let pairs = PyList::empty(py);
+            for item in header.split(',') {
+                if let Some((k, v)) = item.split_once('=') {
+                    pairs.append(PyTuple::new(py, [k, v])?)?;
+                }
+            }
+            self.trace_state_type.bind(py).call1((pairs,))?
+        };
+        self.span_context_type
+            .bind(py)
+            .call1((trace_id, span_id, sc.is_remote(), flags, state))
+    }
+}
+
+/// Read a Python `SpanContext` (ours or any other SDK's).
+pub fn from_py_span_context(sc: &Bound<'_, PyAny>) -> Option<SpanContext> {
+    let py = sc.py();
+    let trace_id: u128 = sc.getattr(intern!(py, "trace_id")).ok()?.extract().ok()?;
+    let span_id: u64 = sc.getattr(intern!(py, "span_id")).ok()?.extract().ok()?;
+    if trace_id == 0 || span_id == 0 {
+        return None;
+    }
+    let is_remote: bool = sc
+        .getattr(intern!(py, "is_remote"))
+        .ok()
+        .and_then(|v| v.extract().ok())
+        .unwrap_or(false);
+    let flags: u8 = sc
+        .getattr(intern!(py, "trace_flags"))
+        .ok()
+        .and_then(|v| v.extract().ok())
+        .unwrap_or(0);
+    let state = sc
+        .getattr(intern!(py, "trace_state"))
+        .ok()
+        .filter(|s| s.len().map(|n| n > 0).unwrap_or(false))
+        .and_then(|s| s.call_method0(intern!(py, "to_header")).ok())
+        .and_then(|h| h.extract::<String>().ok())
+        .and_then(|h| TraceState::from_str(&h).ok())
+        .unwrap_or_default();
+    Some(SpanContext::new(
+        TraceId::from(trace_id),
+        SpanId::from(span_id),
+        TraceFlags::new(flags),
+        is_remote,
+        state,
+    ))
+}
+
+/// The parent a new span would have, read from a Python Context.
+pub enum Parent {
+    Root,
+    /// A honeytrace span: its tracer is the natural home of the child.
+    Ours(SpanContext, Option<Arc<Core>>),
+    Foreign(SpanContext),
+}
+
+impl Parent {
+    pub fn span_context(&self) -> Option<&SpanContext> {
+        match self {
+            Parent::Root => None,
+            Parent::Ours(sc, _) | Parent::Foreign(sc) => Some(sc),
+        }
+    }
+}
+
+pub fn parent_of(bridge: &Bridge, ctx: &Bound<'_, PyAny>) -> Parent {
+    let Some(span) = bridge.get(ctx, &bridge.span_key) else {
+        return Parent::Root;
+    };
+    if let Ok(ours) = span.cast::<PySpan>() {
+        let s = ours.get();
+        if !s.sc.is_valid() {
+            return Parent::Root;
+        }
+        return Parent::Ours(s.sc.clone(), s.core.clone());
+    }
+    let py = span.py();
+    match span
+        .call_method0(intern!(py, "get_span_context"))
+        .ok()
+        .and_then(|sc| from_py_span_context(&sc))
+    {
+        Some(sc) if sc.is_valid() => Parent::Foreign(sc),
+        _ => Parent::Root,
+    }
+}
+
+/// The baggage dict in a Context, if any.
+pub fn baggage_of<'py>(bridge: &Bridge, ctx: &Bound<'py, PyAny>) -> Option<Bound<'py, PyDict>> {
+    bridge
+        .get(ctx, &bridge.baggage_key)
+        .and_then(|b| b.cast_into::<PyDict>().ok())
+}

@@ -1,0 +1,83 @@
+//! The embedded local default: OTLP JSON lines, one ExportTraceServiceRequest per line
+//! (the OpenTelemetry Collector file-exporter format), appended with a single write so
+//! several processes can share one file. Rotates once (`.1`) past a size limit.
+
+use super::otlp::{encode_request, resource_attrs};
+use super::{ExportCtl, ExportResult, Exporter};
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_sdk::trace::SpanData;
+use opentelemetry_sdk::Resource;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+
+pub struct FileExporter {
+    path: PathBuf,
+    max_bytes: u64,
+    file: Option<File>,
+    resource: ResourceAttributesWithSchema,
+}
+
+impl FileExporter {
+    pub fn new(path: PathBuf, max_bytes: u64, resource: &Resource) -> Self {
+        FileExporter {
+            path,
+            max_bytes,
+            file: None,
+            resource: resource_attrs(resource),
+        }
+    }
+
+    fn open(&mut self) -> Result<&mut File, String> {
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+            self.file = Some(f);
+        }
+        self.file
+            .as_mut()
+            .ok_or_else(|| "trace file unavailable".to_string())
+    }
+
+    fn rotate_if_large(&mut self) {
+        let Ok(meta) = std::fs::metadata(&self.path) else {
+            return;
+        };
+        if meta.len() < self.max_bytes {
+            return;
+        }
+        let mut rotated = self.path.clone().into_os_string();
+        rotated.push(".1");
+        // Another process may have rotated first; either way we reopen.
+        let _ = std::fs::rename(&self.path, rotated);
+        self.file = None;
+    }
+}
+
+impl Exporter for FileExporter {
+    fn export(&mut self, batch: Vec<SpanData>, _ctl: &ExportCtl<'_>) -> ExportResult {
+        let req = encode_request(batch, &self.resource);
+        let mut line = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        self.rotate_if_large();
+        let f = self.open()?;
+        if let Err(e) = f.write_all(&line) {
+            self.file = None;
+            return Err(format!("cannot write {}: {e}", self.path.display()));
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.flush();
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! honeytrace's Rust engine. `#[pymodule]` wiring only; see ARCHITECTURE.md for the map.
+
+mod attributes;
+mod config;
+mod context;
+mod diag;
+mod export;
+mod ids;
+mod processor;
+mod serialize;
+mod session;
+mod span;
+mod tracer;
+
+use pyo3::prelude::*;
+
+/// The number of internal errors (contained panics) so far, process-wide.
+#[pyfunction]
+fn internal_errors() -> u64 {
+    diag::panic_count()
+}
+
+/// A new random (v4) UUID string.
+#[pyfunction]
+fn uuid4() -> String {
+    ids::uuid4()
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", tracer::VERSION)?;
+    m.add("CONFIG_KEYS", config::KNOWN_KEYS.to_vec())?;
+    m.add("LEGACY_KEYS", config::IGNORED_LEGACY_KEYS.to_vec())?;
+    m.add("DEFAULT_FILE", config::DEFAULT_FILE)?;
+    m.add("DEFAULT_SERVER_URL", config::DEFAULT_SERVER_URL)?;
+    m.add_class::<span::PySpan>()?;
+    m.add_class::<tracer::TracerCore>()?;
+    m.add_class::<tracer::ScopedTracer>()?;
+    m.add_function(wrap_pyfunction!(context::_install_bridge, m)?)?;
+    m.add_function(wrap_pyfunction!(tracer::routing_tracer, m)?)?;
+    m.add_function(wrap_pyfunction!(tracer::default_tracer_id, m)?)?;
+    m.add_function(wrap_pyfunction!(tracer::after_fork_child, m)?)?;
+    m.add_function(wrap_pyfunction!(tracer::flush_all, m)?)?;
+    m.add_function(wrap_pyfunction!(tracer::shutdown_all, m)?)?;
+    m.add_function(wrap_pyfunction!(internal_errors, m)?)?;
+    m.add_function(wrap_pyfunction!(uuid4, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! The Python span handle (rule 2: spans live in Rust). Implements the
+//! `opentelemetry.trace.Span` interface; `honeytrace/__init__.py` registers the class
+//! as a virtual subclass so `isinstance(span, opentelemetry.trace.Span)` holds.
+
+use crate::attributes;
+use crate::context::{bridge, from_py_span_context};
+use crate::diag;
+use crate::tracer::Core;
+use opentelemetry::trace::{Span as _, SpanContext, Status};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::trace::Span as SdkSpan;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyString, PyType};
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[pyclass(module = "honeytrace._core", name = "Span", frozen, weakref)]
+pub struct PySpan {
+    inner: Mutex<Option<SdkSpan>>,
+    pub(crate) sc: SpanContext,
+    pub(crate) core: Option<Arc<Core>>,
+    py_sc: PyOnceLock<Py<PyAny>>,
+    record_exception: bool,
+    set_status_on_exception: bool,
+}
+
+pub fn ns_to_time(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+impl PySpan {
+    pub fn new(
+        span: SdkSpan,
+        core: Option<Arc<Core>>,
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> Self {
+        let sc = span.span_context().clone();
+        PySpan {
+            inner: Mutex::new(Some(span)),
+            sc,
+            core,
+            py_sc: PyOnceLock::new(),
+            record_exception,
+            set_status_on_exception,
+        }
+    }
+
+    /// A span that records nothing (disabled or shut-down tracer).
+    pub fn non_recording(sc: SpanContext) -> Self {
+        PySpan {
+            inner: Mutex::new(None),
+            sc,
+            core: None,
+            py_sc: PyOnceLock::new(),
+            record_exception: false,
+            set_status_on_exception: false,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<SdkSpan>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_span(&self, f: impl FnOnce(&mut SdkSpan)) {
+        diag::shield(
+            "span update",
+            || (),
+            || {
+                if let Some(s) = self.lock().as_mut() {
+                    f(s);
+                }
+            },
+        )
+    }
+
+    pub fn end_at(&self, end: Option<SystemTime>) {
+        diag::shield(
+            "span end",
+            || (),
+            || {
+                // Take the span out first: ending runs the processor, no lock held.
+                let taken = self.lock().take();
+                if let Some(mut s) = taken {
+                    match end {
+                        Some(t) => s.end_with_timestamp(t),
+                        None => s.end(),
+                    }
+                }
+            },
+        )
+    }
+
+    pub fn is_recording_now(&self) -> bool {
+        self.lock().as_ref().is_some_and(|s| s.is_recording())
+    }
+
+    fn exception_event(
+        &self,
+        py: Python<'_>,
+        exception: &Bound<'_, PyAny>,
+        attributes: Option<&Bound<'_, PyAny>>,
+        timestamp: Option<u64>,
+        escaped: bool,
+    ) -> PyResult<()> {
+        if !self.is_recording_now() {
+            return Ok(());
+        }
+        let b = bridge(py)?;
+        let ty = exception.get_type();
+        let qualname = ty.qualname()?.to_string();
+        let module = ty.module()?.to_string();
+        let type_name = if module.is_empty() || module == "builtins" {
+            qualname
+        } else {
+            format!("{module}.{qualname}")
+        };
+        let message = exception.str().map(|s| s.to_string()).unwrap_or_default();
+        let tb = exception.getattr(intern!(py, "__traceback__")).ok();
+        let stack = b
+            .format_exception
+            .bind(py)
+            .call1((ty, exception, tb))
+            .and_then(|lines| PyString::new(py, "").call_method1("join", (lines,)))
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let mut attrs = vec![
+            KeyValue::new("exception.type", type_name),
+            KeyValue::new("exception.message", message),
+            KeyValue::new("exception.stacktrace", stack),
+            KeyValue::new("exception.escaped", if escaped { "True" } else { "False" }),
+        ];
+        if let Some(a) = attributes.filter(|a| !a.is_none()) {
+            attributes::from_mapping(a, &mut attrs);
+        }
+        let when = timestamp.map(ns_to_time).unwrap_or_else(SystemTime::now);
+        self.with_span(|s| s.add_event_with_timestamp("exception", when, attrs));
+        Ok(())
+    }
+
+    fn status_from_py(status: &Bound<'_, PyAny>, description: Option<String>) -> Option<Status> {
+        let py = status.py();
+        // `Status` objects carry `status_code` and `description`; a bare `StatusCode` is an enum.
+        let (code_obj, desc) = match status.getattr(intern!(py, "status_code")) {
+            Ok(code) => (
+                code,
+                status
+                    .getattr(intern!(py, "description"))
+                    .ok()
+                    .and_then(|d| d.extract::<Option<String>>().ok())
+                    .flatten()
+                    .or(description),
+            ),
+            Err(_) => (status.clone(), description),
+        };
+        let code: i64 = code_obj
+            .getattr(intern!(py, "value"))
+            .and_then(|v| v.extract())
+            .or_else(|_| code_obj.extract())
+            .ok()?;
+        Some(match code {
+            1 => Status::Ok,
+            2 => Status::error(desc.unwrap_or_default()),
+            _ => Status::Unset,
+        })
+    }
+}
+
+#[pymethods]
+impl PySpan {
+    #[pyo3(signature = (end_time=None))]
+    fn end(&self, end_time: Option<u64>) {
+        self.end_at(end_time.map(ns_to_time));
+    }
+
+    fn get_span_context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.py_sc
+            .get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+                Ok(bridge(py)?.to_py_span_context(py, &self.sc)?.unbind())
+            })
+            .map(|o| o.clone_ref(py))
+    }
+
+    fn set_attribute(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) {
+        let Ok(key) = key.cast::<PyString>() else {
+            attributes::INVALID_VALUES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
+        match attributes::to_value(value) {
+            Some(v) => {
+                let k = key.to_string_lossy().into_owned();
+                self.with_span(|s| s.set_attribute(KeyValue::new(k, v)));
+            }
+            None => {
+                attributes::INVALID_VALUES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn set_attributes(&self, attributes: &Bound<'_, PyAny>) {
+        let mut kvs = Vec::new();
+        attributes::from_mapping(attributes, &mut kvs);
+        self.with_span(|s| s.set_attributes(kvs));
+    }
+
+    #[pyo3(signature = (name, attributes=None, timestamp=None))]
+    fn add_event(
+        &self,
+        name: String,
+        attributes: Option<&Bound<'_, PyAny>>,
+        timestamp: Option<u64>,
+    ) {
+        let mut kvs = Vec::new();
+        if let Some(a) = attributes.filter(|a| !a.is_none()) {
+            attributes::from_mapping(a, &mut kvs);
+        }
+        let when = timestamp.map(ns_to_time).unwrap_or_else(SystemTime::now);
+        self.with_span(|s| s.add_event_with_timestamp(Cow::Owned(name), when, kvs));
+    }
+
+    #[pyo3(signature = (context, attributes=None))]
+    fn add_link(&self, context: &Bound<'_, PyAny>, attributes: Option<&Bound<'_, PyAny>>) {
+        let Some(sc) = from_py_span_context(context) else {
+            return;
+        };
+        let mut kvs = Vec::new();
+        if let Some(a) = attributes.filter(|a| !a.is_none()) {
+            attributes::from_mapping(a, &mut kvs);
+        }
+        self.with_span(|s| s.add_link(sc, kvs));
+    }
+
+    fn update_name(&self, name: String) {
+        self.with_span(|s| s.update_name(name));
+    }
+
+    fn is_recording(&self) -> bool {
+        self.is_recording_now()
+    }
+
+    #[pyo3(signature = (status, description=None))]
+    fn set_status(&self, status: &Bound<'_, PyAny>, description: Option<String>) {
+        if let Some(st) = Self::status_from_py(status, description) {
+            self.with_span(|s| s.set_status(st));
+        }
+    }
+
+    #[pyo3(signature = (exception, attributes=None, timestamp=None, escaped=false))]
+    fn record_exception(
+        &self,
+        py: Python<'_>,
+        exception: &Bound<'_, PyAny>,
+        attributes: Option<&Bound<'_, PyAny>>,
+        timestamp: Option<u64>,
+        escaped: bool,
+    ) {
+        if let Err(e) = self.exception_event(py, exception, attributes, timestamp, escaped) {
+            diag::log_py(py, diag::DEBUG, &format!("record_exception: {e}"));
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (exc_type=None, exc_val=None, exc_tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyType>>,
+        exc_val: Option<&Bound<'_, PyAny>>,
+        exc_tb: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
+        let _ = exc_tb;
+        if let (Some(t), Some(v)) = (exc_type, exc_val.filter(|v| !v.is_none())) {
+            if self.is_recording_now() {
+                if self.record_exception {
+                    let _ = self.exception_event(py, v, None, None, true);
+                }
+                if self.set_status_on_exception {
+                    let name = t.name().map(|n| n.to_string()).unwrap_or_default();
+                    let msg = v.str().map(|s| s.to_string()).unwrap_or_default();
+                    self.with_span(|s| s.set_status(Status::error(format!("{name}: {msg}"))));
+                }
+            }
+        }
+        self.end_at(None);
+        false
+    }
+
+    /// Hex trace id, as in OTLP/JSON.
+    #[getter]
+    fn trace_id_hex(&self) -> String {
+        self.sc.trace_id().to_string()
+    }
+
+    /// Hex span id, as in OTLP/JSON.
+    #[getter]
+    fn span_id_hex(&self) -> String {
+        self.sc.span_id().to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "honeytrace.Span(trace_id={}, span_id={}, recording={})",
+            self.sc.trace_id(),
+            self.sc.span_id(),
+            if self.is_recording_now() {
+                "True"
+            } else {
+                "False"
+            }
+        )
+    }
+}

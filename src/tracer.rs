@@ -1,0 +1,883 @@
+//! HoneyHiveTracer's engine: one `Core` per tracer (provider, pipeline, stats, session
+//! identity), a registry of live tracers with a real default, span routing for
+//! OpenTelemetry instrumentation, and the fork/exit hooks.
+
+use crate::attributes;
+use crate::config::{self, Config, ExporterKind, Mode};
+use crate::context::{baggage_of, bridge, from_py_span_context, parent_of, Parent};
+use crate::diag;
+use crate::export::console::ConsoleExporter;
+use crate::export::file::FileExporter;
+use crate::export::otlp::{OtlpExporter, OtlpSettings};
+use crate::export::{Exporter, ExporterFactory, Pipeline, Stats};
+use crate::ids::{self, ForkSafeIdGenerator};
+use crate::processor::{self, HoneyHiveProcessor, Stamper};
+use crate::session::{client_headers, Job, RestClient};
+use crate::span::{ns_to_time, PySpan};
+use opentelemetry::trace::{
+    Link, SpanBuilder, SpanContext, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanLimits};
+use opentelemetry_sdk::Resource;
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const SDK_NAME: &str = "honeytrace";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const MEMORY_CAP: usize = 100_000;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub struct Core {
+    pub id: u64,
+    pub cfg: Config,
+    pub provider: SdkTracerProvider,
+    pub pipeline: Arc<Pipeline>,
+    pub stats: Arc<Stats>,
+    pub stamper: Stamper,
+    pub resource: Resource,
+    default_tracer: SdkTracer,
+}
+
+fn build_resource(cfg: &Config) -> Resource {
+    let mut attrs: Vec<KeyValue> = cfg
+        .resource_attributes
+        .iter()
+        .filter(|(k, _)| k != "service.name")
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    attrs.push(KeyValue::new("service.name", cfg.service_name.clone()));
+    attrs.push(KeyValue::new("telemetry.sdk.name", SDK_NAME));
+    attrs.push(KeyValue::new("telemetry.sdk.version", VERSION));
+    attrs.push(KeyValue::new("telemetry.sdk.language", "python"));
+    if let Some(p) = &cfg.project {
+        attrs.push(KeyValue::new("honeyhive.project", p.clone()));
+    }
+    attrs.push(KeyValue::new("honeyhive.source", cfg.source.clone()));
+    Resource::builder_empty().with_attributes(attrs).build()
+}
+
+fn exporter_factory(cfg: &Config, resource: &Resource) -> ExporterFactory {
+    let resource = resource.clone();
+    let connect = cfg.batch.export_timeout.min(Duration::from_secs(5));
+    match cfg.exporter {
+        ExporterKind::File => {
+            let path = cfg
+                .file_path
+                .clone()
+                .unwrap_or_else(|| config::DEFAULT_FILE.into());
+            let max = cfg.file_max_bytes;
+            Arc::new(move || {
+                (
+                    Box::new(FileExporter::new(path.clone(), max, &resource)) as Box<dyn Exporter>,
+                    None,
+                )
+            })
+        }
+        ExporterKind::Console => Arc::new(|| {
+            (
+                Box::new(ConsoleExporter::stderr()) as Box<dyn Exporter>,
+                None,
+            )
+        }),
+        _ => {
+            let mut headers = cfg.otlp_headers.clone();
+            let rest = if cfg.mode == Mode::Cloud {
+                cfg.api_key.as_ref().map(|key| {
+                    headers.push((
+                        "authorization".into(),
+                        config_secret(format!("Bearer {}", key.expose())),
+                    ));
+                    headers.push(("x-source".into(), config_secret(cfg.source.clone())));
+                    for (k, v) in client_headers() {
+                        headers.push((k, config_secret(v)));
+                    }
+                    (cfg.server_url.clone(), key.clone())
+                })
+            } else {
+                None
+            };
+            let settings = Arc::new(OtlpSettings {
+                endpoint: cfg.otlp_endpoint.clone().unwrap_or_default(),
+                headers,
+                protocol: cfg.protocol,
+                gzip: cfg.gzip,
+                max_retries: cfg.batch.max_retries,
+                connect_timeout: connect,
+            });
+            let retries = cfg.batch.max_retries;
+            Arc::new(move || {
+                let exporter =
+                    Box::new(OtlpExporter::new(&settings, &resource)) as Box<dyn Exporter>;
+                let client = rest
+                    .as_ref()
+                    .map(|(url, key)| RestClient::new(url, key, connect, retries));
+                (exporter, client)
+            })
+        }
+    }
+}
+
+fn config_secret(s: String) -> config::Secret {
+    config::Secret::from(s)
+}
+
+impl Core {
+    fn build(cfg: Config) -> Arc<Core> {
+        let stats = Arc::new(Stats::default());
+        let resource = build_resource(&cfg);
+        let pipeline = Arc::new(match (cfg.mode, cfg.exporter) {
+            (Mode::Disabled, _) | (_, ExporterKind::None) => {
+                Pipeline::discard(stats.clone(), cfg.batch.clone())
+            }
+            (_, ExporterKind::Memory) => {
+                Pipeline::memory(stats.clone(), cfg.batch.clone(), MEMORY_CAP)
+            }
+            _ => Pipeline::worker(
+                stats.clone(),
+                cfg.batch.clone(),
+                exporter_factory(&cfg, &resource),
+            ),
+        });
+        let processor = HoneyHiveProcessor::new(pipeline.clone(), stats.clone(), &cfg);
+        let limits = SpanLimits {
+            max_attributes_per_span: cfg.max_attributes,
+            max_events_per_span: cfg.max_events,
+            max_links_per_span: cfg.max_links,
+            ..SpanLimits::default()
+        };
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_id_generator(ForkSafeIdGenerator)
+            .with_span_limits(limits)
+            .with_resource(resource.clone())
+            .build();
+        let default_tracer = provider.tracer_with_scope(
+            InstrumentationScope::builder(SDK_NAME)
+                .with_version(VERSION)
+                .build(),
+        );
+        let stamper = Stamper::new(&cfg);
+        Arc::new(Core {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            cfg,
+            provider,
+            pipeline,
+            stats,
+            stamper,
+            resource,
+            default_tracer,
+        })
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.cfg.mode != Mode::Disabled && !self.pipeline.is_shut_down()
+    }
+
+    fn scoped_tracer(&self, scope: &InstrumentationScope) -> SdkTracer {
+        self.provider.tracer_with_scope(scope.clone())
+    }
+
+    /// Start a span under the parent found in `ctx` (the current context if None).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        tracer: &SdkTracer,
+        name: String,
+        ctx: &Bound<'_, PyAny>,
+        parent: Parent,
+        kind: SpanKind,
+        attributes: Option<&Bound<'_, PyAny>>,
+        links: Option<&Bound<'_, PyAny>>,
+        start_time: Option<u64>,
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> PyResult<PySpan> {
+        if !self.is_live() {
+            return Ok(PySpan::non_recording(SpanContext::empty_context()));
+        }
+        let b = bridge(py)?;
+        let mut attrs: Vec<KeyValue> = Vec::new();
+        if let Some(a) = attributes.filter(|a| !a.is_none()) {
+            attributes::from_mapping(a, &mut attrs);
+        }
+        let bag = baggage_of(b, ctx);
+        let incoming = self.stamper.read_baggage(bag.as_ref());
+        self.stamper.stamp(&mut attrs, &incoming);
+
+        let mut builder = SpanBuilder::from_name(name)
+            .with_kind(kind)
+            .with_attributes(attrs);
+        if let Some(t) = start_time {
+            builder = builder.with_start_time(ns_to_time(t));
+        }
+        if let Some(l) = links.filter(|l| !l.is_none()) {
+            builder = builder.with_links(convert_links(l));
+        }
+        let parent_cx = match parent.span_context() {
+            Some(sc) => Context::new().with_remote_span_context(sc.clone()),
+            None => Context::new(),
+        };
+        let span = tracer.build_with_context(builder, &parent_cx);
+        Stats::add(&self.stats.started, 1);
+        Ok(PySpan::new(
+            span,
+            Some(self.clone()),
+            record_exception,
+            set_status_on_exception,
+        ))
+    }
+
+    pub fn destination(&self) -> String {
+        match self.cfg.mode {
+            Mode::Cloud => format!(
+                "HoneyHive at {} (project {}, session {})",
+                self.cfg.server_url,
+                self.cfg.project.as_deref().unwrap_or("<from API key>"),
+                self.cfg.session_id
+            ),
+            Mode::Otlp => format!(
+                "OTLP collector at {} ({})",
+                self.cfg.otlp_endpoint.as_deref().unwrap_or(""),
+                self.cfg.protocol.as_str()
+            ),
+            Mode::File => format!(
+                "local file {} (OTLP JSON lines; view with `honeytrace view`)",
+                self.cfg
+                    .file_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+            Mode::Console => "the console (stderr)".to_string(),
+            Mode::Memory => "memory (tracer.finished_spans())".to_string(),
+            Mode::None => "nowhere (exporter='none')".to_string(),
+            Mode::Disabled => "nowhere (tracing disabled)".to_string(),
+        }
+    }
+}
+
+fn convert_links(links: &Bound<'_, PyAny>) -> Vec<Link> {
+    let py = links.py();
+    let Ok(iter) = links.try_iter() else {
+        return Vec::new();
+    };
+    iter.filter_map(Result::ok)
+        .filter_map(|link| {
+            let sc = from_py_span_context(&link.getattr(intern!(py, "context")).ok()?)?;
+            let mut kvs = Vec::new();
+            if let Ok(a) = link.getattr(intern!(py, "attributes")) {
+                if !a.is_none() {
+                    attributes::from_mapping(&a, &mut kvs);
+                }
+            }
+            Some(Link::new(sc, kvs, 0))
+        })
+        .collect()
+}
+
+fn span_kind(kind: Option<&Bound<'_, PyAny>>) -> SpanKind {
+    let Some(k) = kind.filter(|k| !k.is_none()) else {
+        return SpanKind::Internal;
+    };
+    let v: i64 = k
+        .getattr("value")
+        .and_then(|v| v.extract())
+        .or_else(|_| k.extract())
+        .unwrap_or(0);
+    match v {
+        1 => SpanKind::Server,
+        2 => SpanKind::Client,
+        3 => SpanKind::Producer,
+        4 => SpanKind::Consumer,
+        _ => SpanKind::Internal,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Registry
+
+struct Registry {
+    cores: Vec<Arc<Core>>,
+    default: Option<u64>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    cores: Vec::new(),
+    default: None,
+});
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn register(core: &Arc<Core>) {
+    let mut r = registry();
+    r.cores.push(core.clone());
+    if r.default.is_none() {
+        r.default = Some(core.id);
+    }
+}
+
+/// The default tracer: the one `set_default_tracer` chose (or the first), while it is
+/// live; otherwise the oldest live one.
+pub fn default_core() -> Option<Arc<Core>> {
+    let r = registry();
+    if let Some(id) = r.default {
+        if let Some(c) = r.cores.iter().find(|c| c.id == id && c.is_live()) {
+            return Some(c.clone());
+        }
+    }
+    r.cores.iter().find(|c| c.is_live()).cloned()
+}
+
+fn live_cores() -> Vec<Arc<Core>> {
+    registry().cores.clone()
+}
+
+// ---------------------------------------------------------------------------------
+// Python classes
+
+/// The engine of one HoneyHiveTracer.
+#[pyclass(module = "honeytrace._core", name = "TracerCore", frozen)]
+pub struct TracerCore {
+    pub core: Arc<Core>,
+}
+
+/// An OpenTelemetry Tracer: bound to one tracer, or routing each span to the tracer
+/// of its honeytrace parent (else the default tracer) when it is the global one.
+#[pyclass(module = "honeytrace._core", name = "ScopedTracer", frozen)]
+pub struct ScopedTracer {
+    scope: InstrumentationScope,
+    fixed: Option<Arc<Core>>,
+    cache: Mutex<Vec<(u64, SdkTracer)>>,
+}
+
+impl ScopedTracer {
+    fn new(scope: InstrumentationScope, fixed: Option<Arc<Core>>) -> Self {
+        ScopedTracer {
+            scope,
+            fixed,
+            cache: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn tracer_for(&self, core: &Arc<Core>) -> SdkTracer {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, t)) = cache.iter().find(|(id, _)| *id == core.id) {
+            return t.clone();
+        }
+        let t = core.scoped_tracer(&self.scope);
+        cache.push((core.id, t.clone()));
+        t
+    }
+}
+
+fn scope_of(
+    name: String,
+    version: Option<String>,
+    schema_url: Option<String>,
+    attributes: Option<&Bound<'_, PyAny>>,
+) -> InstrumentationScope {
+    let mut b = InstrumentationScope::builder(name);
+    if let Some(v) = version {
+        b = b.with_version(v);
+    }
+    if let Some(s) = schema_url {
+        b = b.with_schema_url(s);
+    }
+    if let Some(a) = attributes.filter(|a| !a.is_none()) {
+        let mut kvs = Vec::new();
+        attributes::from_mapping(a, &mut kvs);
+        b = b.with_attributes(kvs);
+    }
+    b.build()
+}
+
+#[pymethods]
+impl ScopedTracer {
+    #[pyo3(signature = (name, context=None, kind=None, attributes=None, links=None, start_time=None, record_exception=true, set_status_on_exception=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_span(
+        &self,
+        py: Python<'_>,
+        name: String,
+        context: Option<&Bound<'_, PyAny>>,
+        kind: Option<&Bound<'_, PyAny>>,
+        attributes: Option<&Bound<'_, PyAny>>,
+        links: Option<&Bound<'_, PyAny>>,
+        start_time: Option<u64>,
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> PyResult<PySpan> {
+        diag::shield(
+            "start_span",
+            || Ok(PySpan::non_recording(SpanContext::empty_context())),
+            || {
+                let b = bridge(py)?;
+                let ctx = match context.filter(|c| !c.is_none()) {
+                    Some(c) => c.clone(),
+                    None => b.current(py)?,
+                };
+                let parent = parent_of(b, &ctx);
+                let core = match (&self.fixed, &parent) {
+                    (Some(c), _) => Some(c.clone()),
+                    (None, Parent::Ours(_, Some(c))) if c.is_live() => Some(c.clone()),
+                    _ => default_core(),
+                };
+                let Some(core) = core else {
+                    return Ok(PySpan::non_recording(SpanContext::empty_context()));
+                };
+                let tracer = self.tracer_for(&core);
+                core.start(
+                    py,
+                    &tracer,
+                    name,
+                    &ctx,
+                    parent,
+                    span_kind(kind),
+                    attributes,
+                    links,
+                    start_time,
+                    record_exception,
+                    set_status_on_exception,
+                )
+            },
+        )
+    }
+
+    #[getter]
+    fn name(&self) -> String {
+        self.scope.name().to_string()
+    }
+}
+
+fn stats_dict<'py>(py: Python<'py>, core: &Core) -> PyResult<Bound<'py, PyDict>> {
+    let s = &core.stats;
+    let d = PyDict::new(py);
+    let g = Stats::get;
+    let dropped =
+        g(&s.dropped_queue_full) + g(&s.dropped_after_shutdown) + g(&s.dropped_at_shutdown);
+    d.set_item("started", g(&s.started))?;
+    d.set_item("ended", g(&s.ended))?;
+    d.set_item("exported", g(&s.exported))?;
+    d.set_item("dropped", dropped)?;
+    d.set_item("dropped_queue_full", g(&s.dropped_queue_full))?;
+    d.set_item("dropped_after_shutdown", g(&s.dropped_after_shutdown))?;
+    d.set_item("dropped_at_shutdown", g(&s.dropped_at_shutdown))?;
+    d.set_item("failed", g(&s.failed))?;
+    d.set_item("failed_exports", g(&s.failed_exports))?;
+    d.set_item("retries", g(&s.retries))?;
+    d.set_item("filtered", g(&s.filtered))?;
+    d.set_item("queued", core.pipeline.queue_depth())?;
+    d.set_item("api_calls", g(&s.api_calls))?;
+    d.set_item("api_calls_failed", g(&s.api_calls_failed))?;
+    d.set_item(
+        "attributes_dropped",
+        attributes::INVALID_VALUES.load(Ordering::Relaxed),
+    )?;
+    d.set_item("internal_errors", diag::panic_count())?;
+    d.set_item("last_error", s.last_error())?;
+    Ok(d)
+}
+
+fn span_to_dict<'py>(
+    py: Python<'py>,
+    mut s: SpanData,
+    resource: &Resource,
+) -> PyResult<Bound<'py, PyDict>> {
+    processor::prepare(&mut s);
+    let d = PyDict::new(py);
+    d.set_item("name", s.name.as_ref())?;
+    d.set_item("trace_id", s.span_context.trace_id().to_string())?;
+    d.set_item("span_id", s.span_context.span_id().to_string())?;
+    d.set_item(
+        "parent_span_id",
+        (s.parent_span_id != opentelemetry::trace::SpanId::INVALID)
+            .then(|| s.parent_span_id.to_string()),
+    )?;
+    d.set_item("parent_is_remote", s.parent_span_is_remote)?;
+    d.set_item("kind", processor::kind_name(&s.span_kind))?;
+    let ns = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    };
+    d.set_item("start_time", ns(s.start_time))?;
+    d.set_item("end_time", ns(s.end_time))?;
+    d.set_item("attributes", attributes::kvs_to_dict(py, &s.attributes)?)?;
+    let events = PyList::empty(py);
+    for e in s.events.iter() {
+        let ed = PyDict::new(py);
+        ed.set_item("name", e.name.as_ref())?;
+        ed.set_item("timestamp", ns(e.timestamp))?;
+        ed.set_item("attributes", attributes::kvs_to_dict(py, &e.attributes)?)?;
+        events.append(ed)?;
+    }
+    d.set_item("events", events)?;
+    let links = PyList::empty(py);
+    for l in s.links.iter() {
+        let ld = PyDict::new(py);
+        ld.set_item("trace_id", l.span_context.trace_id().to_string())?;
+        ld.set_item("span_id", l.span_context.span_id().to_string())?;
+        ld.set_item("attributes", attributes::kvs_to_dict(py, &l.attributes)?)?;
+        links.append(ld)?;
+    }
+    d.set_item("links", links)?;
+    let status = PyDict::new(py);
+    match &s.status {
+        opentelemetry::trace::Status::Unset => {
+            status.set_item("code", "UNSET")?;
+            status.set_item("description", py.None())?;
+        }
+        opentelemetry::trace::Status::Ok => {
+            status.set_item("code", "OK")?;
+            status.set_item("description", py.None())?;
+        }
+        opentelemetry::trace::Status::Error { description } => {
+            status.set_item("code", "ERROR")?;
+            status.set_item("description", description.as_ref())?;
+        }
+    }
+    d.set_item("status", status)?;
+    let scope = PyDict::new(py);
+    scope.set_item("name", s.instrumentation_scope.name())?;
+    scope.set_item("version", s.instrumentation_scope.version())?;
+    d.set_item("scope", scope)?;
+    let res = PyDict::new(py);
+    for (k, v) in resource.iter() {
+        res.set_item(k.as_str(), attributes::value_to_py(py, v)?)?;
+    }
+    d.set_item("resource", res)?;
+    Ok(d)
+}
+
+fn value_str(v: &Option<String>) -> Option<&str> {
+    v.as_deref()
+}
+
+#[pymethods]
+impl TracerCore {
+    /// Parse and validate the configuration, build the engine, register it.
+    /// Returns (core, unknown keywords, ignored HoneyHive keywords).
+    #[staticmethod]
+    fn create(
+        py: Python<'_>,
+        kwargs: &Bound<'_, PyDict>,
+        env: HashMap<String, String>,
+    ) -> PyResult<(TracerCore, Vec<String>, Vec<String>)> {
+        let parsed = config::parse(kwargs, env)
+            .map_err(|e| PyValueError::new_err(format!("honeytrace: {e}")))?;
+        diag::set_verbose(parsed.config.verbose);
+        diag::install_panic_hook();
+        let core = py.detach(|| Core::build(parsed.config));
+        if core.cfg.mode == Mode::Cloud {
+            core.pipeline.push_job(Job::SessionStart {
+                body: session_start_body(&core.cfg),
+                session_id: core.cfg.session_id.clone(),
+            });
+        }
+        register(&core);
+        Ok((TracerCore { core }, parsed.unknown, parsed.ignored_legacy))
+    }
+
+    #[getter]
+    fn id(&self) -> u64 {
+        self.core.id
+    }
+    #[getter]
+    fn session_id(&self) -> &str {
+        &self.core.cfg.session_id
+    }
+    #[getter]
+    fn session_id_given(&self) -> bool {
+        self.core.cfg.session_id_given
+    }
+    #[getter]
+    fn project(&self) -> Option<&str> {
+        value_str(&self.core.cfg.project)
+    }
+    #[getter]
+    fn source(&self) -> &str {
+        &self.core.cfg.source
+    }
+    #[getter]
+    fn session_name(&self) -> Option<&str> {
+        value_str(&self.core.cfg.session_name)
+    }
+    #[getter]
+    fn server_url(&self) -> &str {
+        &self.core.cfg.server_url
+    }
+    #[getter]
+    fn mode(&self) -> &'static str {
+        self.core.cfg.mode.as_str()
+    }
+    #[getter]
+    fn test_mode(&self) -> bool {
+        self.core.cfg.test_mode
+    }
+    #[getter]
+    fn verbose(&self) -> bool {
+        self.core.cfg.verbose
+    }
+    #[getter]
+    fn otlp_endpoint(&self) -> Option<&str> {
+        value_str(&self.core.cfg.otlp_endpoint)
+    }
+    #[getter]
+    fn otlp_protocol(&self) -> &'static str {
+        self.core.cfg.protocol.as_str()
+    }
+    #[getter]
+    fn file_path(&self) -> Option<String> {
+        self.core
+            .cfg
+            .file_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+    }
+    #[getter]
+    fn service_name(&self) -> &str {
+        &self.core.cfg.service_name
+    }
+    #[getter]
+    fn set_global(&self) -> Option<bool> {
+        self.core.cfg.set_global
+    }
+    #[getter]
+    fn shutdown_timeout(&self) -> f64 {
+        self.core.cfg.shutdown_timeout.as_secs_f64()
+    }
+    #[getter]
+    fn is_shut_down(&self) -> bool {
+        self.core.pipeline.is_shut_down()
+    }
+    #[getter]
+    fn destination(&self) -> String {
+        self.core.destination()
+    }
+
+    /// The resource attributes every span carries.
+    fn resource<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.core.resource.iter() {
+            d.set_item(k.as_str(), attributes::value_to_py(py, v)?)?;
+        }
+        Ok(d)
+    }
+
+    #[pyo3(signature = (name, version=None, schema_url=None, attributes=None))]
+    fn tracer(
+        &self,
+        name: String,
+        version: Option<String>,
+        schema_url: Option<String>,
+        attributes: Option<&Bound<'_, PyAny>>,
+    ) -> ScopedTracer {
+        ScopedTracer::new(
+            scope_of(name, version, schema_url, attributes),
+            Some(self.core.clone()),
+        )
+    }
+
+    #[pyo3(signature = (name, context=None, kind=None, attributes=None, links=None, start_time=None, record_exception=true, set_status_on_exception=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_span(
+        &self,
+        py: Python<'_>,
+        name: String,
+        context: Option<&Bound<'_, PyAny>>,
+        kind: Option<&Bound<'_, PyAny>>,
+        attributes: Option<&Bound<'_, PyAny>>,
+        links: Option<&Bound<'_, PyAny>>,
+        start_time: Option<u64>,
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> PyResult<PySpan> {
+        diag::shield(
+            "start_span",
+            || Ok(PySpan::non_recording(SpanContext::empty_context())),
+            || {
+                let b = bridge(py)?;
+                let ctx = match context.filter(|c| !c.is_none()) {
+                    Some(c) => c.clone(),
+                    None => b.current(py)?,
+                };
+                let parent = parent_of(b, &ctx);
+                self.core.start(
+                    py,
+                    &self.core.default_tracer,
+                    name,
+                    &ctx,
+                    parent,
+                    span_kind(kind),
+                    attributes,
+                    links,
+                    start_time,
+                    record_exception,
+                    set_status_on_exception,
+                )
+            },
+        )
+    }
+
+    /// Wait until every span ended so far is exported (or failed, counted).
+    fn flush(&self, py: Python<'_>, timeout: f64) -> bool {
+        let t = Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
+        let p = self.core.pipeline.clone();
+        py.detach(move || p.flush(t))
+    }
+
+    fn shutdown(&self, py: Python<'_>, timeout: f64) -> bool {
+        let t = Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
+        let p = self.core.pipeline.clone();
+        let ok = py.detach(move || p.shutdown(t));
+        registry().cores.retain(|c| c.id != self.core.id);
+        ok
+    }
+
+    fn make_default(&self) {
+        registry().default = Some(self.core.id);
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stats_dict(py, &self.core)
+    }
+
+    /// Spans kept by the memory exporter, as plain dicts, in end order.
+    fn finished_spans<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        if let Some(m) = self.core.pipeline.memory_store() {
+            for s in m.snapshot() {
+                out.append(span_to_dict(py, s, &self.core.resource)?)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn clear_finished_spans(&self) {
+        if let Some(m) = self.core.pipeline.memory_store() {
+            m.clear();
+        }
+    }
+
+    /// Queue a HoneyHive `PUT /events` (cloud mode). False when it cannot be sent.
+    fn update_event(&self, body: &Bound<'_, PyAny>) -> bool {
+        if self.core.cfg.mode != Mode::Cloud {
+            return false;
+        }
+        self.core.pipeline.push_job(Job::UpdateEvent {
+            body: crate::serialize::to_json(body),
+        })
+    }
+}
+
+fn session_start_body(cfg: &Config) -> serde_json::Value {
+    let mut s = serde_json::Map::new();
+    if let Some(p) = &cfg.project {
+        s.insert("project".into(), p.clone().into());
+    }
+    s.insert(
+        "session_name".into(),
+        cfg.session_name
+            .clone()
+            .unwrap_or_else(|| "unknown".into())
+            .into(),
+    );
+    s.insert("source".into(), cfg.source.clone().into());
+    s.insert("session_id".into(), cfg.session_id.clone().into());
+    if let Some(v) = &cfg.session_inputs {
+        s.insert("inputs".into(), v.clone());
+    }
+    if let Some(v) = &cfg.session_metadata {
+        s.insert("metadata".into(), v.clone());
+    }
+    if let Some(v) = &cfg.user_properties {
+        s.insert("user_properties".into(), v.clone());
+    }
+    serde_json::json!({ "session": s })
+}
+
+// ---------------------------------------------------------------------------------
+// Module functions
+
+#[pyfunction]
+#[pyo3(signature = (name, version=None, schema_url=None, attributes=None))]
+pub fn routing_tracer(
+    name: String,
+    version: Option<String>,
+    schema_url: Option<String>,
+    attributes: Option<&Bound<'_, PyAny>>,
+) -> ScopedTracer {
+    ScopedTracer::new(scope_of(name, version, schema_url, attributes), None)
+}
+
+#[pyfunction]
+pub fn default_tracer_id() -> Option<u64> {
+    default_core().map(|c| c.id)
+}
+
+/// `os.register_at_fork(after_in_child=...)`: fresh export threads, ids re-seeded.
+#[pyfunction]
+pub fn after_fork_child() {
+    ids::bump_fork_epoch();
+    for c in live_cores() {
+        c.pipeline.after_fork_child();
+    }
+}
+
+/// Flush every tracer within one shared deadline.
+#[pyfunction]
+pub fn flush_all(py: Python<'_>, timeout: f64) -> bool {
+    let cores = live_cores();
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
+    py.detach(move || {
+        let results: Vec<bool> = cores
+            .iter()
+            .map(|c| {
+                c.pipeline
+                    .flush(deadline.saturating_duration_since(Instant::now()))
+            })
+            .collect();
+        results.into_iter().all(|ok| ok)
+    })
+}
+
+/// Shut every tracer down in parallel within one deadline (the atexit hook).
+#[pyfunction]
+#[pyo3(signature = (timeout=None))]
+pub fn shutdown_all(py: Python<'_>, timeout: Option<f64>) -> bool {
+    let cores = live_cores();
+    if cores.is_empty() {
+        return true;
+    }
+    let secs = timeout.unwrap_or_else(|| {
+        cores
+            .iter()
+            .map(|c| c.cfg.shutdown_timeout.as_secs_f64())
+            .fold(0.0, f64::max)
+    });
+    let deadline = Instant::now() + Duration::from_secs_f64(secs.clamp(0.0, 86_400.0));
+    let ok = py.detach(move || {
+        for c in &cores {
+            c.pipeline.begin_shutdown(deadline);
+        }
+        // Wait on every pipeline, even after one has failed.
+        let results: Vec<bool> = cores
+            .iter()
+            .map(|c| c.pipeline.wait_shutdown(deadline))
+            .collect();
+        results.into_iter().all(|ok| ok)
+    });
+    registry().cores.clear();
+    ok
+}
