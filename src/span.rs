@@ -273,7 +273,7 @@ impl PySpan {
         exc_type: Option<&Bound<'_, PyType>>,
         exc_val: Option<&Bound<'_, PyAny>>,
         exc_tb: Option<&Bound<'_, PyAny>>,
-    ) -> bool {
+    ) {
         let _ = exc_tb;
         if let (Some(t), Some(v)) = (exc_type, exc_val.filter(|v| !v.is_none())) {
             if self.is_recording_now() {
@@ -288,7 +288,6 @@ impl PySpan {
             }
         }
         self.end_at(None);
-        false
     }
 
     /// Hex trace id, as in OTLP/JSON.

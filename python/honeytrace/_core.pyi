@@ -1,8 +1,10 @@
 """Typed contract of the Rust engine (``honeytrace._core``)."""
 
 from collections.abc import Mapping, Sequence
+from types import TracebackType
 from typing import Any, Callable, Optional
 
+from opentelemetry import trace as _trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util import types
@@ -13,8 +15,8 @@ LEGACY_KEYS: list[str]
 DEFAULT_FILE: str
 DEFAULT_SERVER_URL: str
 
-class Span:
-    """A honeytrace span; implements ``opentelemetry.trace.Span``."""
+class Span(_trace.Span):
+    """A honeytrace span; registered as an ``opentelemetry.trace.Span`` at import."""
 
     def end(self, end_time: Optional[int] = None) -> None: ...
     def get_span_context(self) -> SpanContext: ...
@@ -42,10 +44,10 @@ class Span:
     def __enter__(self) -> Span: ...
     def __exit__(
         self,
-        exc_type: Optional[type[BaseException]] = None,
-        exc_val: Optional[BaseException] = None,
-        exc_tb: Any = None,
-    ) -> bool: ...
+        exc_type: Optional[type[BaseException]],
+        exc_val: Optional[BaseException],
+        exc_tb: Optional[TracebackType],
+    ) -> None: ...
     @property
     def trace_id_hex(self) -> str: ...
     @property

@@ -8,6 +8,7 @@ configures the root logger, the fallback steps aside and propagation takes over.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -18,10 +19,8 @@ class _FallbackStderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if logging.getLogger().handlers:
             return  # the app configured logging: the record propagates there
-        try:
+        with contextlib.suppress(Exception):  # stderr may be closed at exit
             sys.stderr.write(f"honeytrace: {record.getMessage()}\n")
-        except Exception:  # pragma: no cover - stderr closed at exit
-            pass
 
 
 _fallback = _FallbackStderrHandler(logging.INFO)

@@ -59,7 +59,7 @@ class Tracer(trace.Tracer):
             set_status_on_exception,
         )
 
-    @_cm  # type: ignore[arg-type]
+    @_cm
     def start_as_current_span(
         self,
         name: str,
@@ -124,8 +124,10 @@ class TracerProvider(trace.TracerProvider):
             self._core.shutdown(self._core.shutdown_timeout)
 
     def __repr__(self) -> str:
-        return "honeytrace.TracerProvider(global)" if self._core is None else (
-            f"honeytrace.TracerProvider(tracer={self._core.id})"
+        return (
+            "honeytrace.TracerProvider(global)"
+            if self._core is None
+            else (f"honeytrace.TracerProvider(tracer={self._core.id})")
         )
 
 

@@ -10,7 +10,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -23,6 +23,7 @@ from ._log import logger
 from ._otel import Tracer, TracerProvider, install_global
 
 _DEFAULT_FLUSH_TIMEOUT = 30.0
+_T = TypeVar("_T")
 _lock = threading.Lock()
 _tracers: dict[int, HoneyHiveTracer] = {}
 _announced: set[str] = set()
@@ -96,7 +97,9 @@ class HoneyHiveTracer:
         with _lock:
             _tracers[core.id] = self
             _install_hooks()
-        self._is_global = install_global(self, core.set_global) if core.mode != "disabled" else False
+        self._is_global = (
+            install_global(self, core.set_global) if core.mode != "disabled" else False
+        )
         destination = core.destination
         if destination not in _announced:
             _announced.add(destination)
@@ -214,8 +217,14 @@ class HoneyHiveTracer:
     ) -> Iterator[trace.Span]:
         """Start a span, make it current for the block, end it on exit."""
         span = self.start_span(
-            name, context, kind, attributes, links, start_time,
-            record_exception, set_status_on_exception,
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
         )
         with trace.use_span(
             span,
@@ -226,7 +235,9 @@ class HoneyHiveTracer:
             yield current
 
     # -- lifecycle -----------------------------------------------------------------
-    def flush(self, timeout: Optional[float] = None, *, timeout_millis: Optional[int] = None) -> bool:
+    def flush(
+        self, timeout: Optional[float] = None, *, timeout_millis: Optional[int] = None
+    ) -> bool:
         """Export every span ended so far; True when done within ``timeout`` seconds."""
         return self._core.flush(_timeout(timeout, timeout_millis, _DEFAULT_FLUSH_TIMEOUT))
 
@@ -276,7 +287,7 @@ def _timeout(seconds: Optional[float], millis: Optional[int], default: float) ->
     return default
 
 
-async def _to_thread(fn: Any, *args: Any) -> Any:
+async def _to_thread(fn: Callable[..., _T], *args: Any) -> _T:
     # A plain thread hand-off (no tokio runtime): the Rust side releases the GIL while
     # it waits, and unlike a global tokio runtime this keeps working in forked children.
     loop = asyncio.get_running_loop()

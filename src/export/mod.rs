@@ -554,7 +554,8 @@ impl Pipeline {
             let (g, more) = shared.wait_done(st, deadline);
             st = g;
             if !more {
-                let left = st.queue.len();
+                // Queued plus in flight: everything not yet handled.
+                let left = st.pushed.saturating_sub(st.processed);
                 drop(st);
                 if left > 0 {
                     diag::log(

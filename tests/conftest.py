@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import honeytrace
+from honeytrace import HoneyHiveTracer
+from otlp_receiver import Receiver
+
+_CONFIG_PREFIXES = ("HH_", "OTEL_", "HONEYHIVE_")
+_CONFIG_NAMES = ("SESSION_ID", "SESSION_NAME")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see no HoneyHive/OpenTelemetry configuration from the machine."""
+    for k in list(os.environ):
+        if k.startswith(_CONFIG_PREFIXES) or k in _CONFIG_NAMES:
+            monkeypatch.delenv(k, raising=False)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as r:
+        yield r
+
+
+@pytest.fixture
+def make_tracer() -> Iterator[Callable[..., HoneyHiveTracer]]:
+    made: list[HoneyHiveTracer] = []
+
+    def make(**kwargs: Any) -> HoneyHiveTracer:
+        kwargs.setdefault("shutdown_timeout", 5.0)
+        t = HoneyHiveTracer.init(**kwargs)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        if t.is_initialized:
+            t.shutdown(timeout=2.0)
+
+
+@pytest.fixture
+def memory_tracer(make_tracer: Callable[..., HoneyHiveTracer]) -> HoneyHiveTracer:
+    return make_tracer(project="test-project", source="test", test_mode=True)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_python(
+    code: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    cwd: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with a clean HH_/OTEL_ environment."""
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(_CONFIG_PREFIXES) and k not in _CONFIG_NAMES
+    }
+    full_env["PYTHONPATH"] = os.path.dirname(__file__)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def spans_by_name(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in spans}
+
+
+__all__ = ["REPO", "Receiver", "honeytrace", "run_python", "spans_by_name"]

@@ -1,0 +1,296 @@
+"""Spans decoded by a real OTLP/HTTP receiver; retries, failures, deadlines, HoneyHive cloud."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Callable
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+from opentelemetry.proto.trace.v1.trace_pb2 import Status as PbStatus
+
+from conftest import spans_by_name
+from honeytrace import HoneyHiveTracer
+from otlp_receiver import Receiver, Reply
+
+Make = Callable[..., HoneyHiveTracer]
+
+
+def _hex(i: int, width: int) -> str:
+    return format(i, f"0{width}x")
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "http/json"])
+def test_spans_reach_the_receiver_exactly(
+    protocol: str, receiver: Receiver, make_tracer: Make
+) -> None:
+    t = make_tracer(
+        otlp_endpoint=receiver.url,
+        otlp_protocol=protocol,
+        project="shop",
+        source="prod",
+        session_id="sess-1",
+        service_name="checkout",
+    )
+    with t.start_as_current_span("parent", attributes={"k.int": 7, "k.list": ["a", "b"]}) as parent:
+        with t.start_as_current_span("child", kind=trace.SpanKind.CLIENT) as child:
+            child.set_attribute("k.float", 1.5)
+            child.set_attribute("k.bool", True)
+            child.add_event("tick", {"n": 1})
+            child.set_status(trace.Status(trace.StatusCode.ERROR, "bad thing"))
+    assert t.flush(10)
+    spans = spans_by_name(receiver.wait_for_spans(2))
+    pctx, cctx = parent.get_span_context(), child.get_span_context()
+
+    p, c = spans["parent"], spans["child"]
+    assert p["trace_id"] == c["trace_id"] == _hex(pctx.trace_id, 32)
+    assert p["span_id"] == _hex(pctx.span_id, 16)
+    assert c["span_id"] == _hex(cctx.span_id, 16)
+    assert c["parent_span_id"] == p["span_id"]
+    assert p["parent_span_id"] is None
+    assert c["kind"] == PbSpan.SPAN_KIND_CLIENT
+    assert p["attributes"]["k.int"] == 7
+    assert p["attributes"]["k.list"] == ["a", "b"]
+    assert c["attributes"]["k.float"] == 1.5
+    assert c["attributes"]["k.bool"] is True
+    assert c["events"] == [{"name": "tick", "attributes": {"n": 1}}]
+    assert c["status"] == {"code": PbStatus.STATUS_CODE_ERROR, "message": "bad thing"}
+    for s in (p, c):
+        a = s["attributes"]
+        assert a["honeyhive.session_id"] == a["session.id"] == "sess-1"
+        assert a["traceloop.association.properties.session_id"] == "sess-1"
+        assert a["honeyhive.project"] == "shop"
+        assert a["honeyhive.source"] == "prod"
+        assert a["honeyhive_event_type"] == "tool"
+        assert s["resource"]["service.name"] == "checkout"
+        assert s["resource"]["telemetry.sdk.name"] == "honeytrace"
+        assert s["resource"]["telemetry.sdk.version"] == __import__("honeytrace").__version__
+        assert s["resource"]["honeyhive.project"] == "shop"
+        assert s["scope"] == "honeytrace"
+    req = receiver.delivered()[0]
+    assert req.headers["content-encoding"] == "gzip"
+    assert req.headers["user-agent"].startswith("honeytrace/")
+
+
+def test_uncompressed_when_asked(receiver: Receiver, make_tracer: Make) -> None:
+    t = make_tracer(otlp_endpoint=receiver.url, otlp_compression="none")
+    with t.start_as_current_span("s"):
+        pass
+    assert t.flush(10)
+    receiver.wait_for_spans(1)
+    assert "content-encoding" not in receiver.delivered()[0].headers
+
+
+def test_attributes_set_twice_are_exported_once(receiver: Receiver, make_tracer: Make) -> None:
+    t = make_tracer(otlp_endpoint=receiver.url)
+    with t.start_as_current_span("s") as s:
+        s.set_attribute("x", 1)
+        s.set_attribute("x", 2)
+        s.set_attributes({"x": 3, "y": "z"})
+    assert t.flush(10)
+    span = receiver.wait_for_spans(1)[0]
+    assert span["attribute_keys"].count("x") == 1
+    assert span["attributes"]["x"] == 3
+
+
+def test_503_then_200_delivers_every_span_exactly_once(
+    receiver: Receiver, make_tracer: Make
+) -> None:
+    receiver.script = [Reply(503, {"Retry-After": "0"}), Reply(503), Reply(200)]
+    t = make_tracer(otlp_endpoint=receiver.url, batch_size=50)
+    ids = []
+    for i in range(50):
+        with t.start_as_current_span(f"s{i}") as s:
+            ids.append(s.span_id_hex)
+    assert t.flush(20)
+    delivered = [s["span_id"] for s in receiver.spans()]
+    assert sorted(delivered) == sorted(ids)  # each exactly once
+    assert len(receiver.trace_requests()) == 3
+    st = t.stats()
+    assert st["retries"] == 2
+    assert st["exported"] == 50
+    assert st["failed"] == 0
+
+
+def test_429_retry_after_is_honoured(receiver: Receiver, make_tracer: Make) -> None:
+    receiver.script = [Reply(429, {"Retry-After": "1"})]
+    t = make_tracer(otlp_endpoint=receiver.url)
+    with t.start_as_current_span("s"):
+        pass
+    assert t.flush(20)
+    first, second = receiver.trace_requests()[:2]
+    assert second.received_at - first.received_at >= 0.9
+    assert t.stats()["retries"] == 1
+    assert len(receiver.spans()) == 1
+
+
+def test_permanent_error_is_counted_and_logged(
+    receiver: Receiver, make_tracer: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.default_reply = Reply(400)
+    t = make_tracer(otlp_endpoint=receiver.url)
+    for i in range(3):
+        with t.start_as_current_span(f"s{i}"):
+            pass
+    with caplog.at_level("WARNING", logger="honeytrace"):
+        assert t.flush(10)
+    st = t.stats()
+    assert st["failed"] == 3
+    assert st["failed_exports"] == 1
+    assert st["retries"] == 0
+    assert "HTTP 400" in (st["last_error"] or "")
+    assert any("could not export 3 spans" in r.getMessage() for r in caplog.records)
+
+
+def _dead_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_dead_collector_never_raises_and_is_counted(make_tracer: Make) -> None:
+    t = make_tracer(
+        otlp_endpoint=f"http://127.0.0.1:{_dead_port()}", export_timeout=1.0, max_retries=2
+    )
+    for i in range(10):
+        with t.start_as_current_span(f"s{i}"):
+            pass
+    t.flush(10)
+    st = t.stats()
+    assert st["failed"] == 10
+    assert st["retries"] >= 1
+    assert "connection" in (st["last_error"] or "").lower()
+    assert st["ended"] == st["exported"] + st["failed"] + st["dropped"] + st["queued"]
+
+
+def test_hung_collector_never_blocks_callers_and_shutdown_meets_its_deadline(
+    receiver: Receiver,
+) -> None:
+    receiver.default_reply = Reply(200, delay=30)
+    t = HoneyHiveTracer.init(otlp_endpoint=receiver.url, export_timeout=20, batch_size=10)
+    done = threading.Event()
+
+    def work() -> None:
+        for i in range(500):
+            with t.start_as_current_span(f"s{i}"):
+                pass
+        done.set()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    # 500 spans while the collector hangs: the calls complete regardless.
+    assert done.wait(20), "traced calls blocked on a hung collector"
+    started = time.monotonic()
+    assert t.shutdown(timeout=1.0) is False
+    assert time.monotonic() - started < 8  # deadline 1 s; generous margin for a loaded CI box
+    st = t.stats()
+    assert st["ended"] == 500
+    assert st["exported"] == 0
+
+
+def test_queue_full_drops_are_counted(receiver: Receiver, make_tracer: Make) -> None:
+    receiver.default_reply = Reply(200, delay=2)
+    t = make_tracer(otlp_endpoint=receiver.url, max_queue_size=20, batch_size=10)
+    for i in range(200):
+        with t.start_as_current_span(f"s{i}"):
+            pass
+    st = t.stats()
+    assert st["dropped_queue_full"] >= 150
+    assert t.flush(30)
+    st = t.stats()
+    assert st["ended"] == 200
+    assert st["ended"] == st["exported"] + st["failed"] + st["dropped"]
+    assert len(receiver.spans()) == st["exported"]
+
+
+def test_span_name_filters(receiver: Receiver, make_tracer: Make) -> None:
+    t = make_tracer(
+        otlp_endpoint=receiver.url,
+        span_name_filters={"exclude": ["health", {"type": "suffix", "value": ".noise"}]},
+    )
+    for name in ["health check", "work", "db.noise"]:
+        with t.start_as_current_span(name):
+            pass
+    assert t.flush(10)
+    assert [s["name"] for s in receiver.spans()] == ["work"]
+    assert t.stats()["filtered"] == 2
+
+
+def test_honeyhive_cloud_mode_paths_headers_and_bodies(
+    receiver: Receiver, make_tracer: Make
+) -> None:
+    sid = "9b7a6f1e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    t = make_tracer(
+        api_key="hh-key",
+        server_url=receiver.url,
+        project="agents",
+        source="staging",
+        session_id=sid.upper(),
+        session_name="nightly",
+        inputs={"query": "hi"},
+    )
+    assert t.session_id == sid  # lower-cased, like HoneyHive
+    with t.start_as_current_span("step"):
+        pass
+    assert t.flush(10)
+    receiver.wait_for_spans(1)
+    paths = [r.path for r in receiver.requests]
+    assert paths[0] == "/session/start"  # before any span export
+    assert "/opentelemetry/v1/traces" in paths
+
+    start = receiver.requests[0]
+    assert start.method == "POST"
+    assert start.headers["authorization"] == "Bearer hh-key"
+    assert start.headers["content-type"] == "application/json"
+    assert start.headers["hh-client-language"] == "python"
+    assert start.headers["hh-client-package"] == "honeytrace"
+    assert start.headers["hh-client-version"]
+    assert start.headers["hh-client-timestamp"].isdigit()
+    assert start.json_body == {
+        "session": {
+            "project": "agents",
+            "session_name": "nightly",
+            "source": "staging",
+            "session_id": sid,
+            "inputs": {"query": "hi"},
+        }
+    }
+
+    otlp = next(r for r in receiver.requests if r.path == "/opentelemetry/v1/traces")
+    assert otlp.headers["authorization"] == "Bearer hh-key"
+    assert otlp.headers["x-source"] == "staging"
+    assert otlp.headers["hh-client-package"] == "honeytrace"
+    span = receiver.spans()[0]
+    assert span["attributes"]["honeyhive.session_id"] == sid
+    assert t.stats()["api_calls"] == 1
+    assert t.stats()["api_calls_failed"] == 0
+
+
+def test_cloud_init_never_waits_on_the_network(receiver: Receiver, make_tracer: Make) -> None:
+    answered = threading.Event()
+    receiver.default_reply = Reply(200, delay=3)
+    receiver.on_request = lambda r: answered.set()
+    t = make_tracer(api_key="k", server_url=receiver.url)
+    assert not answered.is_set()  # init returned while /session/start is still hanging
+    with t.start_as_current_span("s"):
+        pass
+    assert answered.wait(10)
+
+
+def test_session_start_failure_is_counted_and_spans_still_flow(
+    receiver: Receiver, make_tracer: Make
+) -> None:
+    receiver.default_reply = Reply(500)
+    receiver.script = [Reply(200)]  # trace requests succeed
+    t = make_tracer(api_key="k", server_url=receiver.url)
+    with t.start_as_current_span("s"):
+        pass
+    assert t.flush(10)
+    st = t.stats()
+    assert st["api_calls_failed"] == 1
+    assert st["exported"] == 1
