@@ -77,6 +77,30 @@ fn sequence(items: Vec<Bound<'_, PyAny>>) -> Option<Value> {
     None
 }
 
+/// Any object as text (a span or event name): `str` as is, anything else `str(obj)`.
+/// API misuse must not raise into the user's code.
+pub fn lenient_text(obj: &Bound<'_, PyAny>) -> String {
+    match obj.cast::<PyString>() {
+        Ok(s) => s.to_string_lossy().into_owned(),
+        Err(_) => obj
+            .str()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "<unnamed>".to_string()),
+    }
+}
+
+/// A timestamp in nanoseconds since the epoch; `None` for None or anything unusable.
+pub fn lenient_ns(obj: Option<&Bound<'_, PyAny>>) -> Option<u64> {
+    let o = obj.filter(|o| !o.is_none())?;
+    if let Ok(i) = o.extract::<u64>() {
+        return Some(i);
+    }
+    o.extract::<f64>()
+        .ok()
+        .filter(|f| f.is_finite() && *f >= 0.0)
+        .map(|f| f as u64)
+}
+
 /// Convert a Python attribute value; `None` when OpenTelemetry would reject it.
 pub fn to_value(v: &Bound<'_, PyAny>) -> Option<Value> {
     if let Some(s) = scalar(v) {

@@ -172,8 +172,8 @@ impl PySpan {
 #[pymethods]
 impl PySpan {
     #[pyo3(signature = (end_time=None))]
-    fn end(&self, end_time: Option<u64>) {
-        self.end_at(end_time.map(ns_to_time));
+    fn end(&self, end_time: Option<&Bound<'_, PyAny>>) {
+        self.end_at(attributes::lenient_ns(end_time).map(ns_to_time));
     }
 
     fn get_span_context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -209,15 +209,18 @@ impl PySpan {
     #[pyo3(signature = (name, attributes=None, timestamp=None))]
     fn add_event(
         &self,
-        name: String,
+        name: &Bound<'_, PyAny>,
         attributes: Option<&Bound<'_, PyAny>>,
-        timestamp: Option<u64>,
+        timestamp: Option<&Bound<'_, PyAny>>,
     ) {
+        let name = attributes::lenient_text(name);
         let mut kvs = Vec::new();
         if let Some(a) = attributes.filter(|a| !a.is_none()) {
             attributes::from_mapping(a, &mut kvs);
         }
-        let when = timestamp.map(ns_to_time).unwrap_or_else(SystemTime::now);
+        let when = attributes::lenient_ns(timestamp)
+            .map(ns_to_time)
+            .unwrap_or_else(SystemTime::now);
         self.with_span(|s| s.add_event_with_timestamp(Cow::Owned(name), when, kvs));
     }
 
@@ -233,7 +236,8 @@ impl PySpan {
         self.with_span(|s| s.add_link(sc, kvs));
     }
 
-    fn update_name(&self, name: String) {
+    fn update_name(&self, name: &Bound<'_, PyAny>) {
+        let name = attributes::lenient_text(name);
         self.with_span(|s| s.update_name(name));
     }
 
@@ -242,21 +246,26 @@ impl PySpan {
     }
 
     #[pyo3(signature = (status, description=None))]
-    fn set_status(&self, status: &Bound<'_, PyAny>, description: Option<String>) {
+    fn set_status(&self, status: &Bound<'_, PyAny>, description: Option<&Bound<'_, PyAny>>) {
+        let description = description
+            .filter(|d| !d.is_none())
+            .map(attributes::lenient_text);
         if let Some(st) = Self::status_from_py(status, description) {
             self.with_span(|s| s.set_status(st));
         }
     }
 
-    #[pyo3(signature = (exception, attributes=None, timestamp=None, escaped=false))]
+    #[pyo3(signature = (exception, attributes=None, timestamp=None, escaped=None))]
     fn record_exception(
         &self,
         py: Python<'_>,
         exception: &Bound<'_, PyAny>,
         attributes: Option<&Bound<'_, PyAny>>,
-        timestamp: Option<u64>,
-        escaped: bool,
+        timestamp: Option<&Bound<'_, PyAny>>,
+        escaped: Option<&Bound<'_, PyAny>>,
     ) {
+        let timestamp = attributes::lenient_ns(timestamp);
+        let escaped = escaped.is_some_and(|e| e.is_truthy().unwrap_or(false));
         if let Err(e) = self.exception_event(py, exception, attributes, timestamp, escaped) {
             diag::log_py(py, diag::DEBUG, &format!("record_exception: {e}"));
         }

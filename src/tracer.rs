@@ -284,6 +284,13 @@ fn convert_links(links: &Bound<'_, PyAny>) -> Vec<Link> {
         .collect()
 }
 
+/// A keyword flag that defaults to True (None or absent means True).
+fn flag(v: Option<&Bound<'_, PyAny>>) -> bool {
+    v.filter(|v| !v.is_none())
+        .map(|v| v.is_truthy().unwrap_or(true))
+        .unwrap_or(true)
+}
+
 fn span_kind(kind: Option<&Bound<'_, PyAny>>) -> SpanKind {
     let Some(k) = kind.filter(|k| !k.is_none()) else {
         return SpanKind::Internal;
@@ -404,20 +411,24 @@ fn scope_of(
 
 #[pymethods]
 impl ScopedTracer {
-    #[pyo3(signature = (name, context=None, kind=None, attributes=None, links=None, start_time=None, record_exception=true, set_status_on_exception=true))]
+    #[pyo3(signature = (name, context=None, kind=None, attributes=None, links=None, start_time=None, record_exception=None, set_status_on_exception=None))]
     #[allow(clippy::too_many_arguments)]
     fn start_span(
         &self,
         py: Python<'_>,
-        name: String,
+        name: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
         kind: Option<&Bound<'_, PyAny>>,
         attributes: Option<&Bound<'_, PyAny>>,
         links: Option<&Bound<'_, PyAny>>,
-        start_time: Option<u64>,
-        record_exception: bool,
-        set_status_on_exception: bool,
+        start_time: Option<&Bound<'_, PyAny>>,
+        record_exception: Option<&Bound<'_, PyAny>>,
+        set_status_on_exception: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PySpan> {
+        let name = attributes::lenient_text(name);
+        let start_time = attributes::lenient_ns(start_time);
+        let record_exception = flag(record_exception);
+        let set_status_on_exception = flag(set_status_on_exception);
         diag::shield(
             "start_span",
             || Ok(PySpan::non_recording(SpanContext::empty_context())),
@@ -689,20 +700,24 @@ impl TracerCore {
         )
     }
 
-    #[pyo3(signature = (name, context=None, kind=None, attributes=None, links=None, start_time=None, record_exception=true, set_status_on_exception=true))]
+    #[pyo3(signature = (name, context=None, kind=None, attributes=None, links=None, start_time=None, record_exception=None, set_status_on_exception=None))]
     #[allow(clippy::too_many_arguments)]
     fn start_span(
         &self,
         py: Python<'_>,
-        name: String,
+        name: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
         kind: Option<&Bound<'_, PyAny>>,
         attributes: Option<&Bound<'_, PyAny>>,
         links: Option<&Bound<'_, PyAny>>,
-        start_time: Option<u64>,
-        record_exception: bool,
-        set_status_on_exception: bool,
+        start_time: Option<&Bound<'_, PyAny>>,
+        record_exception: Option<&Bound<'_, PyAny>>,
+        set_status_on_exception: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PySpan> {
+        let name = attributes::lenient_text(name);
+        let start_time = attributes::lenient_ns(start_time);
+        let record_exception = flag(record_exception);
+        let set_status_on_exception = flag(set_status_on_exception);
         diag::shield(
             "start_span",
             || Ok(PySpan::non_recording(SpanContext::empty_context())),

@@ -294,3 +294,16 @@ def test_session_start_failure_is_counted_and_spans_still_flow(
     st = t.stats()
     assert st["api_calls_failed"] == 1
     assert st["exported"] == 1
+
+
+def test_spans_are_exported_on_schedule_without_a_flush(
+    receiver: Receiver, make_tracer: Make
+) -> None:
+    t = make_tracer(otlp_endpoint=receiver.url, flush_interval=0.2)
+    with t.start_as_current_span("first"):
+        pass
+    assert receiver.wait_for_spans(1, timeout=10), "a partial batch must go out on its own"
+    with t.start_as_current_span("second"):  # and again after the worker went idle
+        pass
+    assert len(receiver.wait_for_spans(2, timeout=10)) == 2
+    assert t.stats()["queued"] == 0

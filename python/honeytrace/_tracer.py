@@ -10,19 +10,23 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util import types
-from typing_extensions import Self
 
 from . import _core, _log
 from ._log import logger
 from ._otel import Tracer, TracerProvider, install_global
 
+if TYPE_CHECKING:  # typing_extensions is only needed by type checkers
+    from typing_extensions import Self
+
 _DEFAULT_FLUSH_TIMEOUT = 30.0
+# Each tracer has an export thread: many live tracers usually means init() per request.
+_MANY_TRACERS = 32
 _T = TypeVar("_T")
 _lock = threading.Lock()
 _tracers: dict[int, HoneyHiveTracer] = {}
@@ -96,7 +100,14 @@ class HoneyHiveTracer:
             )
         with _lock:
             _tracers[core.id] = self
+            live = len(_tracers)
             _install_hooks()
+        if live == _MANY_TRACERS:
+            logger.warning(
+                "%d tracers are live in this process, each with its own export thread; "
+                "create one tracer per process and reuse it (or shut unused ones down)",
+                live,
+            )
         self._is_global = (
             install_global(self, core.set_global) if core.mode != "disabled" else False
         )

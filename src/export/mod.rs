@@ -245,9 +245,19 @@ fn run(shared: &'static Shared, mut exporter: Box<dyn Exporter>, mut rest: Optio
                     break;
                 }
                 if st.queue.is_empty() {
-                    st = match shared.wake.wait(st) {
-                        Ok(g) => g,
-                        Err(p) => p.into_inner(),
+                    // Idle: poll at the schedule delay rather than have every push
+                    // notify us (a futex wake per span on the caller's thread). With
+                    // a zero delay, pushes notify and we sleep until then.
+                    st = if delay.is_zero() {
+                        match shared.wake.wait(st) {
+                            Ok(g) => g,
+                            Err(p) => p.into_inner(),
+                        }
+                    } else {
+                        match shared.wake.wait_timeout(st, delay) {
+                            Ok((g, _)) => g,
+                            Err(p) => p.into_inner().0,
+                        }
                     };
                 } else {
                     let due = st.oldest_at.unwrap_or_else(Instant::now) + delay;
