@@ -202,6 +202,170 @@ pub fn dedup(attrs: &mut Vec<KeyValue>) {
     *attrs = out;
 }
 
+// ---------------------------------------------------------------------------------
+// Captured values (inputs, outputs, enrichment): budgets, flattening, redaction.
+
+use crate::serialize::{budget_str, to_json_text};
+use std::sync::Mutex;
+
+/// Default per-attribute byte budget for captured values.
+pub const DEFAULT_BUDGET: usize = 64 * 1024;
+/// Flattening writes at most this many attributes per call (then one marker).
+const MAX_FLATTENED: usize = 512;
+
+static REDACTOR: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
+static HAS_REDACTOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Values the redaction hook failed on (replaced, never exported unredacted).
+pub static REDACTION_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_redactor(hook: Option<Py<PyAny>>) {
+    HAS_REDACTOR.store(hook.is_some(), Ordering::Relaxed);
+    *REDACTOR.lock().unwrap_or_else(|p| p.into_inner()) = hook;
+}
+
+/// The value to capture for `key`, after the process-wide redaction hook.
+fn redacted<'py>(key: &str, value: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+    if !HAS_REDACTOR.load(Ordering::Relaxed) {
+        return value.clone();
+    }
+    let py = value.py();
+    let hook = REDACTOR
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|h| h.clone_ref(py));
+    let Some(hook) = hook else {
+        return value.clone();
+    };
+    match hook.bind(py).call1((key, value)) {
+        Ok(v) => v,
+        Err(e) => {
+            REDACTION_ERRORS.fetch_add(1, Ordering::Relaxed);
+            crate::diag::warn_limited(
+                "redact-failed",
+                &format!("the redaction hook raised {e} for {key}; the value was replaced"),
+            );
+            PyString::new(py, "<redaction failed>").into_any()
+        }
+    }
+}
+
+/// One captured value as an attribute value: str/int/float/bool native (strings within
+/// the budget), None skipped, anything else JSON text within the budget.
+pub fn captured(value: &Bound<'_, PyAny>, budget: usize) -> Option<Value> {
+    if value.is_none() {
+        return None;
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        let s = s.to_string_lossy();
+        return Some(Value::String(budget_str(&s, budget).into()));
+    }
+    if let Ok(b) = value.cast::<PyBool>() {
+        return Some(Value::Bool(b.is_true()));
+    }
+    if value.is_instance_of::<PyInt>() {
+        if let Ok(i) = value.extract::<i64>() {
+            return Some(Value::I64(i));
+        }
+    }
+    if let Ok(f) = value.cast::<PyFloat>() {
+        return Some(Value::F64(f.value()));
+    }
+    Some(Value::String(to_json_text(value, budget).into()))
+}
+
+/// Capture `value` under `key` (redaction hook first).
+pub fn capture_into(key: Key, value: &Bound<'_, PyAny>, budget: usize, out: &mut Vec<KeyValue>) {
+    let v = redacted(key.as_str(), value);
+    if let Some(v) = captured(&v, budget) {
+        out.push(KeyValue::new(key, v));
+    }
+}
+
+/// HoneyHive flattening (reference §4.2): dicts recurse as `prefix.key`, lists and
+/// tuples as `prefix.index`, None is skipped at every depth, scalars stay native,
+/// anything else becomes JSON. Bounded in depth and count.
+pub fn flatten(prefix: &str, value: &Bound<'_, PyAny>, budget: usize, out: &mut Vec<KeyValue>) {
+    let mut written = 0usize;
+    flatten_inner(prefix, value, budget, out, 0, &mut written);
+}
+
+fn flatten_inner(
+    prefix: &str,
+    value: &Bound<'_, PyAny>,
+    budget: usize,
+    out: &mut Vec<KeyValue>,
+    depth: usize,
+    written: &mut usize,
+) {
+    if value.is_none() {
+        return;
+    }
+    if *written >= MAX_FLATTENED {
+        if *written == MAX_FLATTENED {
+            out.push(KeyValue::new(
+                format!("{prefix}.…"),
+                crate::serialize::TRUNCATED,
+            ));
+            *written += 1;
+        }
+        return;
+    }
+    let children: Option<Vec<(String, Bound<'_, PyAny>)>> = if depth >= crate::serialize::MAX_DEPTH
+    {
+        None
+    } else if let Ok(d) = value.cast::<PyDict>() {
+        Some(
+            d.iter()
+                .map(|(k, v)| {
+                    let k = match k.cast::<PyString>() {
+                        Ok(s) => s.to_string_lossy().into_owned(),
+                        Err(_) => k.str().map(|s| s.to_string()).unwrap_or_default(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        )
+    } else if let Ok(l) = value.cast::<PyList>() {
+        Some(
+            l.iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), v))
+                .collect(),
+        )
+    } else if let Ok(t) = value.cast::<PyTuple>() {
+        Some(
+            t.iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), v))
+                .collect(),
+        )
+    } else {
+        None
+    };
+    match children {
+        Some(children) => {
+            for (k, v) in children {
+                flatten_inner(
+                    &format!("{prefix}.{k}"),
+                    &v,
+                    budget,
+                    out,
+                    depth + 1,
+                    written,
+                );
+            }
+        }
+        None => {
+            let v = redacted(prefix, value);
+            if let Some(v) = captured(&v, budget) {
+                out.push(KeyValue::new(prefix.to_string(), v));
+                *written += 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,6 +151,7 @@ pub struct Config {
     pub max_attributes: u32,
     pub max_events: u32,
     pub max_links: u32,
+    pub max_attribute_bytes: usize,
     pub baggage_allowlist: Vec<String>,
     pub include_names: Vec<NameMatcher>,
     pub exclude_names: Vec<NameMatcher>,
@@ -193,6 +194,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max_attributes",
     "max_events",
     "max_links",
+    "max_attribute_bytes",
     "baggage_allowlist",
     "span_name_filters",
     "run_id",
@@ -930,6 +932,14 @@ pub fn parse(kwargs: &Bound<'_, PyDict>, env: HashMap<String, String>) -> CResul
         .unwrap_or(128)
         .min(u64::from(u32::MAX)) as u32;
 
+    let max_attribute_bytes = r
+        .count("max_attribute_bytes", &["HH_MAX_ATTRIBUTE_BYTES"])?
+        .unwrap_or(crate::attributes::DEFAULT_BUDGET as u64);
+    if max_attribute_bytes < 64 {
+        return err("max_attribute_bytes must be at least 64");
+    }
+    let max_attribute_bytes = max_attribute_bytes.min(64 * 1024 * 1024) as usize;
+
     let baggage_allowlist = match r.raw("baggage_allowlist", &["HH_BAGGAGE_ALLOWLIST"]) {
         None => Vec::new(),
         Some((Raw::Env(s), _)) => s
@@ -994,6 +1004,7 @@ pub fn parse(kwargs: &Bound<'_, PyDict>, env: HashMap<String, String>) -> CResul
         max_attributes,
         max_events,
         max_links,
+        max_attribute_bytes,
         baggage_allowlist,
         include_names,
         exclude_names,

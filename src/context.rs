@@ -16,12 +16,14 @@ use std::sync::Arc;
 
 /// Python objects the engine needs, handed over once by `honeytrace/__init__.py`.
 pub struct Bridge {
-    /// `opentelemetry.context._RUNTIME_CONTEXT._current_context`, when the runtime is
-    /// the standard contextvars one; otherwise we go through `runtime`.
-    pub var: Option<Py<PyAny>>,
-    pub runtime: Py<PyAny>,
     pub span_key: Py<PyString>,
     pub baggage_key: Py<PyString>,
+    pub context_type: Py<PyAny>,
+    /// Bound `get`/`set`/`reset` of the ContextVar (or `get_current`/`attach`/`detach`
+    /// of a non-standard runtime), looked up once.
+    var_get: Py<PyAny>,
+    var_set: Py<PyAny>,
+    var_reset: Py<PyAny>,
     pub span_context_type: Py<PyAny>,
     pub trace_flags_type: Py<PyAny>,
     pub trace_state_type: Py<PyAny>,
@@ -32,6 +34,9 @@ pub struct Bridge {
 }
 
 static BRIDGE: PyOnceLock<Bridge> = PyOnceLock::new();
+
+/// Context restores that failed (a token from another context), process-wide.
+pub static DETACH_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub fn bridge(py: Python<'_>) -> PyResult<&Bridge> {
     BRIDGE.get(py).ok_or_else(|| {
@@ -47,6 +52,7 @@ pub fn _install_bridge(
     runtime: Py<PyAny>,
     span_key: Py<PyString>,
     baggage_key: Py<PyString>,
+    context_type: Py<PyAny>,
     span_context_type: Py<PyAny>,
     trace_flags_type: Py<PyAny>,
     trace_state_type: Py<PyAny>,
@@ -55,13 +61,30 @@ pub fn _install_bridge(
     let empty_trace_state = trace_state_type.bind(py).call0()?.unbind();
     let flags_sampled = trace_flags_type.bind(py).call1((1,))?.unbind();
     let flags_default = trace_flags_type.bind(py).call1((0,))?.unbind();
+    let (var_get, var_set, var_reset) = match &var {
+        Some(v) => {
+            let v = v.bind(py);
+            (v.getattr("get")?, v.getattr("set")?, v.getattr("reset")?)
+        }
+        None => {
+            let r = runtime.bind(py);
+            (
+                r.getattr("get_current")?,
+                r.getattr("attach")?,
+                r.getattr("detach")?,
+            )
+        }
+    };
+    let (var_get, var_set, var_reset) = (var_get.unbind(), var_set.unbind(), var_reset.unbind());
     let _ = BRIDGE.set(
         py,
         Bridge {
-            var,
-            runtime,
             span_key,
             baggage_key,
+            context_type,
+            var_get,
+            var_set,
+            var_reset,
             span_context_type,
             trace_flags_type,
             trace_state_type,
@@ -77,13 +100,43 @@ pub fn _install_bridge(
 impl Bridge {
     /// The current Python Context (a dict subclass).
     pub fn current<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match &self.var {
-            Some(var) => var.bind(py).call_method0(intern!(py, "get")),
-            None => self
-                .runtime
-                .bind(py)
-                .call_method0(intern!(py, "get_current")),
+        self.var_get.bind(py).call0()
+    }
+
+    /// Make `ctx` current; the token must be given back to `detach` in the same context.
+    pub fn attach<'py>(&self, ctx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.var_set.bind(ctx.py()).call1((ctx,))
+    }
+
+    /// Restore the context before `attach`. Never raises into user code: a token from
+    /// another context (which our own wrappers never produce) is logged and counted.
+    pub fn detach(&self, token: &Bound<'_, PyAny>) {
+        let py = token.py();
+        if let Err(e) = self.var_reset.bind(py).call1((token,)) {
+            DETACH_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::diag::warn_limited(
+                "detach-failed",
+                &format!("could not restore the previous context: {e}"),
+            );
         }
+    }
+
+    /// A child of `cur` holding `span` as the current span, and `baggage` if given.
+    /// One dict copy; items are set at the C level (Context forbids `__setitem__`).
+    pub fn child<'py>(
+        &self,
+        cur: &Bound<'py, PyAny>,
+        span: &Bound<'py, PyAny>,
+        baggage: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cur.py();
+        let ctx = self.context_type.bind(py).call1((cur,))?;
+        let d = ctx.cast::<PyDict>()?;
+        d.set_item(self.span_key.bind(py), span)?;
+        if let Some(b) = baggage {
+            d.set_item(self.baggage_key.bind(py), b)?;
+        }
+        Ok(ctx)
     }
 
     pub fn get<'py>(

@@ -3,6 +3,7 @@
 mod attributes;
 mod config;
 mod context;
+mod decorator;
 mod diag;
 mod export;
 mod ids;
@@ -36,6 +37,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<span::PySpan>()?;
     m.add_class::<tracer::TracerCore>()?;
     m.add_class::<tracer::ScopedTracer>()?;
+    m.add_class::<decorator::TraceSpec>()?;
+    m.add_class::<decorator::TracedFunction>()?;
+    m.add_class::<decorator::CallScope>()?;
+    m.add_function(wrap_pyfunction!(decorator::set_redactor, m)?)?;
+    m.add_function(wrap_pyfunction!(decorator::enrich, m)?)?;
     m.add_function(wrap_pyfunction!(context::_install_bridge, m)?)?;
     m.add_function(wrap_pyfunction!(tracer::routing_tracer, m)?)?;
     m.add_function(wrap_pyfunction!(tracer::default_tracer_id, m)?)?;

@@ -15,13 +15,14 @@ use crate::attributes;
 use crate::config::{Config, NameMatcher};
 use crate::export::{Pipeline, Stats};
 use opentelemetry::trace::SpanKind;
-use opentelemetry::{Context, Key, KeyValue, Value};
+use opentelemetry::{Context, Key, KeyValue, StringValue, Value};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const SESSION_ID: Key = Key::from_static_str("honeyhive.session_id");
@@ -34,32 +35,50 @@ pub const TL_PROJECT: Key = Key::from_static_str("traceloop.association.properti
 pub const TL_SOURCE: Key = Key::from_static_str("traceloop.association.properties.source");
 pub const TL_PARENT_ID: Key = Key::from_static_str("traceloop.association.properties.parent_id");
 pub const EVENT_TYPE: Key = Key::from_static_str("honeyhive_event_type");
+pub const DURATION_MS: Key = Key::from_static_str("honeyhive_duration_ms");
 const RUN_ID: Key = Key::from_static_str("honeyhive_metadata.run_id");
 const DATASET_ID: Key = Key::from_static_str("honeyhive_metadata.dataset_id");
 const DATAPOINT_ID: Key = Key::from_static_str("honeyhive_metadata.datapoint_id");
 
-/// Session-related values found in a span's baggage.
+/// Session-related values found in a span's baggage, as shared attribute values.
 #[derive(Default, Debug, Clone)]
 pub struct Incoming {
-    pub session_id: Option<String>,
-    pub project: Option<String>,
-    pub source: Option<String>,
-    pub parent_id: Option<String>,
-    pub run_id: Option<String>,
-    pub dataset_id: Option<String>,
-    pub datapoint_id: Option<String>,
-    pub extra: Vec<(String, String)>,
+    pub session_id: Option<Value>,
+    pub project: Option<Value>,
+    pub source: Option<Value>,
+    pub parent_id: Option<Value>,
+    pub run_id: Option<Value>,
+    pub dataset_id: Option<Value>,
+    pub datapoint_id: Option<Value>,
+    pub extra: Vec<(Key, Value)>,
 }
 
-#[derive(Debug)]
+/// Explicit values for one span (a decorator's or enrich_span_context's arguments):
+/// they win over baggage and the tracer.
+#[derive(Default, Debug, Clone)]
+pub struct Explicit {
+    pub session_id: Option<Value>,
+    pub project: Option<Value>,
+    pub source: Option<Value>,
+}
+
+/// A tracer's defaults, as shared values (cloning one is a reference count).
 pub struct Stamper {
-    pub session_id: String,
-    pub project: Option<String>,
-    pub source: String,
-    run_id: Option<String>,
-    dataset_id: Option<String>,
-    datapoint_id: Option<String>,
+    /// The last baggage dict read and what it held. Every span of a request sees the
+    /// same dict object; holding a reference keeps its address from being reused.
+    cache: Mutex<Option<(Py<PyDict>, Arc<Incoming>)>>,
+    pub session_id: Value,
+    pub project: Option<Value>,
+    pub source: Value,
+    run_id: Option<Value>,
+    dataset_id: Option<Value>,
+    datapoint_id: Option<Value>,
     allowlist: Vec<String>,
+}
+
+/// A string attribute value backed by an `Arc<str>`.
+pub fn shared(s: &str) -> Value {
+    Value::String(StringValue::from(Arc::<str>::from(s)))
 }
 
 fn text(v: Option<Bound<'_, PyAny>>) -> Option<String> {
@@ -86,77 +105,109 @@ fn find<'a>(attrs: &'a [KeyValue], key: &Key) -> Option<&'a Value> {
         .map(|kv| &kv.value)
 }
 
-fn push_if_absent(attrs: &mut Vec<KeyValue>, key: Key, value: &str) {
-    if !has(attrs, &key) {
-        attrs.push(KeyValue::new(key, value.to_string()));
-    }
-}
-
 impl Stamper {
     pub fn new(cfg: &Config) -> Self {
         Stamper {
-            session_id: cfg.session_id.clone(),
-            project: cfg.project.clone(),
-            source: cfg.source.clone(),
-            run_id: cfg.run_id.clone(),
-            dataset_id: cfg.dataset_id.clone(),
-            datapoint_id: cfg.datapoint_id.clone(),
+            cache: Mutex::new(None),
+            session_id: shared(&cfg.session_id),
+            project: cfg.project.as_deref().map(shared),
+            source: shared(&cfg.source),
+            run_id: cfg.run_id.as_deref().map(shared),
+            dataset_id: cfg.dataset_id.as_deref().map(shared),
+            datapoint_id: cfg.datapoint_id.as_deref().map(shared),
             allowlist: cfg.baggage_allowlist.clone(),
         }
     }
 
-    pub fn read_baggage(&self, bag: Option<&Bound<'_, PyDict>>) -> Incoming {
-        let Some(bag) = bag else {
-            return Incoming::default();
+    pub fn read_baggage(&self, bag: Option<&Bound<'_, PyDict>>) -> Arc<Incoming> {
+        let Some(bag) = bag.filter(|b| !b.is_empty()) else {
+            return Arc::new(Incoming::default());
         };
-        if bag.is_empty() {
-            return Incoming::default();
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((dict, inc)) = cache.as_ref() {
+                if dict.as_ptr() == bag.as_ptr() {
+                    return inc.clone();
+                }
+            }
         }
-        let get = |k: &str| text(bag.get_item(k).ok().flatten());
-        Incoming {
-            session_id: get("session_id"),
-            project: get("project"),
-            source: get("source"),
-            parent_id: get("parent_id"),
-            run_id: get("run_id"),
-            dataset_id: get("dataset_id"),
-            datapoint_id: get("datapoint_id"),
+        let py = bag.py();
+        let get =
+            |k: &Bound<'_, PyString>| text(bag.get_item(k).ok().flatten()).map(|t| shared(&t));
+        let inc = Arc::new(Incoming {
+            session_id: get(intern!(py, "session_id")),
+            project: get(intern!(py, "project")),
+            source: get(intern!(py, "source")),
+            parent_id: get(intern!(py, "parent_id")),
+            run_id: get(intern!(py, "run_id")),
+            dataset_id: get(intern!(py, "dataset_id")),
+            datapoint_id: get(intern!(py, "datapoint_id")),
             extra: self
                 .allowlist
                 .iter()
-                .filter_map(|k| get(k).map(|v| (k.clone(), v)))
+                .filter_map(|k| {
+                    let v = text(bag.get_item(k.as_str()).ok().flatten())?;
+                    Some((Key::new(format!("baggage.{k}")), shared(&v)))
+                })
                 .collect(),
-        }
+        });
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((bag.clone().unbind(), inc.clone()));
+        inc
     }
 
-    /// Add the session stamps to a new span's start attributes.
-    pub fn stamp(&self, attrs: &mut Vec<KeyValue>, inc: &Incoming) {
-        let session = find(attrs, &SESSION_ID)
-            .map(|v| v.as_str().into_owned())
-            .or_else(|| inc.session_id.clone())
-            .unwrap_or_else(|| self.session_id.clone());
-        push_if_absent(attrs, SESSION_ID, &session);
-        push_if_absent(attrs, OTEL_SESSION_ID, &session);
-        push_if_absent(attrs, TL_SESSION_ID, &session);
+    /// Add the session stamps to a new span's start attributes (the caller's thread:
+    /// three values; their twins are added at export by `prepare`). `fresh`: the
+    /// caller guarantees no stamp key is in `attrs` yet, so nothing is scanned.
+    pub fn stamp(&self, attrs: &mut Vec<KeyValue>, inc: &Incoming, explicit: &Explicit) {
+        self.stamp_with(attrs, inc, explicit, false)
+    }
 
-        let project = find(attrs, &PROJECT)
-            .map(|v| v.as_str().into_owned())
-            .or_else(|| inc.project.clone())
-            .or_else(|| self.project.clone());
-        if let Some(p) = project {
-            push_if_absent(attrs, PROJECT, &p);
-            push_if_absent(attrs, TL_PROJECT, &p);
+    pub fn stamp_with(
+        &self,
+        attrs: &mut Vec<KeyValue>,
+        inc: &Incoming,
+        explicit: &Explicit,
+        fresh: bool,
+    ) {
+        let absent = |attrs: &Vec<KeyValue>, k: &Key| fresh || !has(attrs, k);
+        if absent(attrs, &SESSION_ID) {
+            let session = explicit
+                .session_id
+                .clone()
+                .or_else(|| {
+                    if fresh {
+                        None
+                    } else {
+                        find(attrs, &OTEL_SESSION_ID).cloned()
+                    }
+                })
+                .or_else(|| inc.session_id.clone())
+                .unwrap_or_else(|| self.session_id.clone());
+            attrs.push(KeyValue::new(SESSION_ID, session));
         }
-        let source = find(attrs, &SOURCE)
-            .map(|v| v.as_str().into_owned())
-            .or_else(|| inc.source.clone())
-            .unwrap_or_else(|| self.source.clone());
-        push_if_absent(attrs, SOURCE, &source);
-        push_if_absent(attrs, TL_SOURCE, &source);
-
+        if absent(attrs, &PROJECT) {
+            let project = explicit
+                .project
+                .clone()
+                .or_else(|| inc.project.clone())
+                .or_else(|| self.project.clone());
+            if let Some(p) = project {
+                attrs.push(KeyValue::new(PROJECT, p));
+            }
+        }
+        if absent(attrs, &SOURCE) {
+            let source = explicit
+                .source
+                .clone()
+                .or_else(|| inc.source.clone())
+                .unwrap_or_else(|| self.source.clone());
+            attrs.push(KeyValue::new(SOURCE, source));
+        }
         if let Some(p) = &inc.parent_id {
-            push_if_absent(attrs, PARENT_ID, p);
-            push_if_absent(attrs, TL_PARENT_ID, p);
+            if absent(attrs, &PARENT_ID) {
+                attrs.push(KeyValue::new(PARENT_ID, p.clone()));
+            }
         }
         for (key, from_bag, default) in [
             (RUN_ID, &inc.run_id, &self.run_id),
@@ -164,13 +215,33 @@ impl Stamper {
             (DATAPOINT_ID, &inc.datapoint_id, &self.datapoint_id),
         ] {
             if let Some(v) = from_bag.as_ref().or(default.as_ref()) {
-                push_if_absent(attrs, key, v);
+                if absent(attrs, &key) {
+                    attrs.push(KeyValue::new(key, v.clone()));
+                }
             }
         }
         for (k, v) in &inc.extra {
-            push_if_absent(attrs, Key::new(format!("baggage.{k}")), v);
+            if absent(attrs, k) {
+                attrs.push(KeyValue::new(k.clone(), v.clone()));
+            }
         }
     }
+}
+
+/// True when `key` is one the stamper writes (so static attributes holding one must
+/// not take the no-scan path).
+pub fn is_stamp_key(key: &str) -> bool {
+    matches!(
+        key,
+        "honeyhive.session_id"
+            | "honeyhive.project"
+            | "honeyhive.source"
+            | "honeyhive.parent_id"
+            | "session.id"
+            | "honeyhive_metadata.run_id"
+            | "honeyhive_metadata.dataset_id"
+            | "honeyhive_metadata.datapoint_id"
+    ) || key.starts_with("baggage.")
 }
 
 /// HoneyHive event type from a span's attributes (reference §4.3 rule 8), minus the
@@ -211,23 +282,45 @@ pub fn infer_event_type(attrs: &[KeyValue]) -> &'static str {
     "tool"
 }
 
-/// Final touches on the export path (background thread): de-duplicate, copy
-/// `*_raw` attributes to unset base keys, and set the event type when absent.
+/// Final touches on the export path (background thread): de-duplicate, add the
+/// `session.id` and traceloop twins of the session stamps, copy `*_raw` attributes to
+/// unset base keys, set the event type when absent, and `honeyhive_duration_ms`.
 pub fn prepare(span: &mut SpanData) {
     attributes::dedup(&mut span.attributes);
-    let raws: Vec<KeyValue> = span
-        .attributes
-        .iter()
-        .filter_map(|kv| {
-            let base = kv.key.as_str().strip_suffix("_raw")?;
-            (!base.is_empty() && !span.attributes.iter().any(|o| o.key.as_str() == base))
-                .then(|| KeyValue::new(base.to_string(), kv.value.clone()))
-        })
-        .collect();
-    span.attributes.extend(raws);
+    let mut extra: Vec<KeyValue> = Vec::new();
+    for (base, twins) in [
+        (&SESSION_ID, &[OTEL_SESSION_ID, TL_SESSION_ID][..]),
+        (&PROJECT, &[TL_PROJECT][..]),
+        (&SOURCE, &[TL_SOURCE][..]),
+        (&PARENT_ID, &[TL_PARENT_ID][..]),
+    ] {
+        if let Some(v) = find(&span.attributes, base) {
+            for t in twins {
+                if !has(&span.attributes, t) {
+                    extra.push(KeyValue::new(t.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    for kv in &span.attributes {
+        if let Some(base) = kv.key.as_str().strip_suffix("_raw") {
+            if !base.is_empty() && !span.attributes.iter().any(|o| o.key.as_str() == base) {
+                extra.push(KeyValue::new(base.to_string(), kv.value.clone()));
+            }
+        }
+    }
+    span.attributes.extend(extra);
     if !has(&span.attributes, &EVENT_TYPE) {
         let t = infer_event_type(&span.attributes);
         span.attributes.push(KeyValue::new(EVENT_TYPE, t));
+    }
+    if !has(&span.attributes, &DURATION_MS) {
+        let ms = span
+            .end_time
+            .duration_since(span.start_time)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0);
+        span.attributes.push(KeyValue::new(DURATION_MS, ms));
     }
 }
 
@@ -247,6 +340,12 @@ pub struct HoneyHiveProcessor {
     pub stats: Arc<Stats>,
     include: Vec<NameMatcher>,
     exclude: Vec<NameMatcher>,
+}
+
+impl fmt::Debug for Stamper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Stamper")
+    }
 }
 
 impl fmt::Debug for HoneyHiveProcessor {
@@ -299,12 +398,16 @@ impl SpanProcessor for HoneyHiveProcessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
+    use opentelemetry::InstrumentationScope;
+    use std::time::{Duration, SystemTime};
 
     fn stamper() -> Stamper {
         Stamper {
-            session_id: "local".into(),
-            project: Some("p-local".into()),
-            source: "dev".into(),
+            cache: Mutex::new(None),
+            session_id: shared("local"),
+            project: Some(shared("p-local")),
+            source: shared("dev"),
             run_id: None,
             dataset_id: None,
             datapoint_id: None,
@@ -318,15 +421,37 @@ mod tests {
             .map(|kv| kv.value.as_str().into_owned())
     }
 
+    fn exported(attrs: Vec<KeyValue>) -> Vec<KeyValue> {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        let mut span = SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: "s".into(),
+            start_time: start,
+            end_time: start + Duration::from_millis(5),
+            attributes: attrs,
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: Status::Unset,
+            instrumentation_scope: InstrumentationScope::builder("t").build(),
+        };
+        prepare(&mut span);
+        span.attributes
+    }
+
     #[test]
-    fn baggage_beats_tracer() {
+    fn baggage_beats_tracer_and_twins_follow() {
         let mut a = Vec::new();
         let inc = Incoming {
-            session_id: Some("remote".into()),
-            source: Some("client".into()),
+            session_id: Some(shared("remote")),
+            source: Some(shared("client")),
             ..Default::default()
         };
-        stamper().stamp(&mut a, &inc);
+        stamper().stamp(&mut a, &inc, &Explicit::default());
+        let a = exported(a);
         assert_eq!(get(&a, "honeyhive.session_id").as_deref(), Some("remote"));
         assert_eq!(get(&a, "session.id").as_deref(), Some("remote"));
         assert_eq!(
@@ -335,39 +460,67 @@ mod tests {
         );
         assert_eq!(get(&a, "honeyhive.project").as_deref(), Some("p-local"));
         assert_eq!(get(&a, "honeyhive.source").as_deref(), Some("client"));
+        assert_eq!(
+            get(&a, "traceloop.association.properties.source").as_deref(),
+            Some("client")
+        );
+        assert_eq!(get(&a, "honeyhive_duration_ms").as_deref(), Some("5"));
     }
 
     #[test]
-    fn explicit_beats_baggage_and_twins_follow() {
-        let mut a = vec![KeyValue::new("honeyhive.session_id", "explicit")];
+    fn explicit_beats_baggage() {
         let inc = Incoming {
-            session_id: Some("remote".into()),
+            session_id: Some(shared("remote")),
+            project: Some(shared("remote-p")),
             ..Default::default()
         };
-        stamper().stamp(&mut a, &inc);
+        let mut a = vec![KeyValue::new("honeyhive.session_id", "attr")];
+        stamper().stamp(&mut a, &inc, &Explicit::default());
+        let a = exported(a);
         assert_eq!(
             a.iter()
                 .filter(|kv| kv.key.as_str() == "honeyhive.session_id")
                 .count(),
             1
         );
-        assert_eq!(get(&a, "session.id").as_deref(), Some("explicit"));
+        assert_eq!(get(&a, "session.id").as_deref(), Some("attr"));
+
+        let mut b = Vec::new();
+        let explicit = Explicit {
+            session_id: Some(shared("arg")),
+            project: Some(shared("arg-p")),
+            source: None,
+        };
+        stamper().stamp(&mut b, &inc, &explicit);
+        assert_eq!(get(&b, "honeyhive.session_id").as_deref(), Some("arg"));
+        assert_eq!(get(&b, "honeyhive.project").as_deref(), Some("arg-p"));
+
+        // an explicit `session.id` attribute (OpenInference style) counts as explicit
+        let mut c = vec![KeyValue::new("session.id", "oi")];
+        stamper().stamp(&mut c, &inc, &Explicit::default());
+        assert_eq!(get(&c, "honeyhive.session_id").as_deref(), Some("oi"));
     }
 
     #[test]
     fn tracer_default_and_allowlist() {
         let mut a = Vec::new();
         let inc = Incoming {
-            extra: vec![("tenant".into(), "acme".into())],
-            parent_id: Some("P".into()),
-            run_id: Some("R".into()),
+            extra: vec![(Key::new("baggage.tenant"), shared("acme"))],
+            parent_id: Some(shared("P")),
+            run_id: Some(shared("R")),
             ..Default::default()
         };
-        stamper().stamp(&mut a, &inc);
+        stamper().stamp(&mut a, &inc, &Explicit::default());
+        let a = exported(a);
         assert_eq!(get(&a, "honeyhive.session_id").as_deref(), Some("local"));
         assert_eq!(get(&a, "baggage.tenant").as_deref(), Some("acme"));
         assert_eq!(get(&a, "honeyhive.parent_id").as_deref(), Some("P"));
+        assert_eq!(
+            get(&a, "traceloop.association.properties.parent_id").as_deref(),
+            Some("P")
+        );
         assert_eq!(get(&a, "honeyhive_metadata.run_id").as_deref(), Some("R"));
+        assert_eq!(get(&a, "honeyhive_event_type").as_deref(), Some("tool"));
     }
 
     #[test]

@@ -94,6 +94,31 @@ impl PySpan {
         )
     }
 
+    /// Set several attributes at once (engine-side enrichment).
+    pub fn set_many(&self, kvs: Vec<KeyValue>) {
+        if kvs.is_empty() {
+            return;
+        }
+        self.with_span(|s| s.set_attributes(kvs));
+    }
+
+    pub fn set_status_now(&self, status: Status) {
+        self.with_span(|s| s.set_status(status));
+    }
+
+    /// The `exception` event for an escaping exception (decorator, context managers).
+    pub fn record_exception_event(
+        &self,
+        py: Python<'_>,
+        exc: &Bound<'_, PyAny>,
+        traceback: Option<Bound<'_, PyAny>>,
+        escaped: bool,
+    ) {
+        if let Err(e) = self.exception_event_tb(py, exc, traceback, None, None, escaped) {
+            diag::log_py(py, diag::DEBUG, &format!("record_exception: {e}"));
+        }
+    }
+
     pub fn is_recording_now(&self) -> bool {
         self.lock().as_ref().is_some_and(|s| s.is_recording())
     }
@@ -102,6 +127,18 @@ impl PySpan {
         &self,
         py: Python<'_>,
         exception: &Bound<'_, PyAny>,
+        attributes: Option<&Bound<'_, PyAny>>,
+        timestamp: Option<u64>,
+        escaped: bool,
+    ) -> PyResult<()> {
+        self.exception_event_tb(py, exception, None, attributes, timestamp, escaped)
+    }
+
+    fn exception_event_tb(
+        &self,
+        py: Python<'_>,
+        exception: &Bound<'_, PyAny>,
+        traceback: Option<Bound<'_, PyAny>>,
         attributes: Option<&Bound<'_, PyAny>>,
         timestamp: Option<u64>,
         escaped: bool,
@@ -119,7 +156,9 @@ impl PySpan {
             format!("{module}.{qualname}")
         };
         let message = exception.str().map(|s| s.to_string()).unwrap_or_default();
-        let tb = exception.getattr(intern!(py, "__traceback__")).ok();
+        // An exception caught at the C level (our sync wrapper) carries its traceback in
+        // the error state, not yet in `__traceback__`: the caller passes it.
+        let tb = traceback.or_else(|| exception.getattr(intern!(py, "__traceback__")).ok());
         let stack = b
             .format_exception
             .bind(py)
@@ -297,6 +336,12 @@ impl PySpan {
             }
         }
         self.end_at(None);
+    }
+
+    /// The id of the honeytrace tracer that owns this span (None if not recording).
+    #[getter]
+    fn _tracer_id(&self) -> Option<u64> {
+        self.core.as_ref().map(|c| c.id)
     }
 
     /// Hex trace id, as in OTLP/JSON.

@@ -23,7 +23,7 @@ use opentelemetry_sdk::Resource;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,8 +35,19 @@ const MEMORY_CAP: usize = 100_000;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The tracer's defaults as Python strings, for baggage the decorator adds.
+pub struct BaggageDefaults {
+    pub session_id: Py<PyString>,
+    pub project: Option<Py<PyString>>,
+    pub source: Py<PyString>,
+    /// `{session_id, project, source}` shared by every call that starts without
+    /// baggage: OpenTelemetry treats baggage dicts as immutable (it copies to change).
+    pub dict: Py<PyDict>,
+}
+
 pub struct Core {
     pub id: u64,
+    pub bag: BaggageDefaults,
     pub cfg: Config,
     pub provider: SdkTracerProvider,
     pub pipeline: Arc<Pipeline>,
@@ -130,7 +141,7 @@ fn config_secret(s: String) -> config::Secret {
 }
 
 impl Core {
-    fn build(cfg: Config) -> Arc<Core> {
+    fn build(cfg: Config, bag: BaggageDefaults) -> Arc<Core> {
         let stats = Arc::new(Stats::default());
         let resource = build_resource(&cfg);
         let pipeline = Arc::new(match (cfg.mode, cfg.exporter) {
@@ -167,6 +178,7 @@ impl Core {
         let stamper = Stamper::new(&cfg);
         Arc::new(Core {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            bag,
             cfg,
             provider,
             pipeline,
@@ -175,6 +187,11 @@ impl Core {
             resource,
             default_tracer,
         })
+    }
+
+    /// The tracer's own instrumentation scope ("honeytrace").
+    pub fn tracer(&self) -> &SdkTracer {
+        &self.default_tracer
     }
 
     pub fn is_live(&self) -> bool {
@@ -211,7 +228,8 @@ impl Core {
         }
         let bag = baggage_of(b, ctx);
         let incoming = self.stamper.read_baggage(bag.as_ref());
-        self.stamper.stamp(&mut attrs, &incoming);
+        self.stamper
+            .stamp(&mut attrs, &incoming, &processor::Explicit::default());
 
         let mut builder = SpanBuilder::from_name(name)
             .with_kind(kind)
@@ -589,7 +607,26 @@ impl TracerCore {
             .map_err(|e| PyValueError::new_err(format!("honeytrace: {e}")))?;
         diag::set_verbose(parsed.config.verbose);
         diag::install_panic_hook();
-        let core = py.detach(|| Core::build(parsed.config));
+        let session_id = PyString::new(py, &parsed.config.session_id);
+        let project = parsed
+            .config
+            .project
+            .as_deref()
+            .map(|p| PyString::new(py, p));
+        let source = PyString::new(py, &parsed.config.source);
+        let dict = PyDict::new(py);
+        dict.set_item("session_id", &session_id)?;
+        if let Some(p) = &project {
+            dict.set_item("project", p)?;
+        }
+        dict.set_item("source", &source)?;
+        let bag = BaggageDefaults {
+            session_id: session_id.unbind(),
+            project: project.map(Bound::unbind),
+            source: source.unbind(),
+            dict: dict.unbind(),
+        };
+        let core = py.detach(move || Core::build(parsed.config, bag));
         if core.cfg.mode == Mode::Cloud {
             core.pipeline.push_job(Job::SessionStart {
                 body: session_start_body(&core.cfg),

@@ -26,12 +26,15 @@ _core._install_bridge(
     _runtime,
     _SPAN_KEY,
     _BAGGAGE_KEY,
+    _context.Context,
     _SpanContext,
     _TraceFlags,
     _TraceState,
     _traceback.format_exception,
 )
 
+from ._decorators import atrace, trace, trace_class  # noqa: E402
+from ._enrich import enrich_session, enrich_span, enrich_span_context  # noqa: E402
 from ._otel import Tracer, TracerProvider, patch_isinstance  # noqa: E402
 from ._tracer import (  # noqa: E402
     HoneyHiveTracer,
@@ -47,15 +50,24 @@ patch_isinstance()
 __version__: str = _core.__version__
 Span = _core.Span
 
+set_redactor = _core.set_redactor
+
 __all__ = [
     "HoneyHiveTracer",
     "Span",
     "Tracer",
     "TracerProvider",
     "__version__",
+    "atrace",
+    "enrich_session",
+    "enrich_span",
+    "enrich_span_context",
     "flush",
     "get_default_tracer",
     "set_default_tracer",
+    "set_redactor",
     "shutdown",
+    "trace",
+    "trace_class",
     "tracers",
 ]

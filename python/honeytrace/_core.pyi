@@ -49,6 +49,8 @@ class Span(_trace.Span):
         exc_tb: Optional[TracebackType],
     ) -> None: ...
     @property
+    def _tracer_id(self) -> Optional[int]: ...
+    @property
     def trace_id_hex(self) -> str: ...
     @property
     def span_id_hex(self) -> str: ...
@@ -141,6 +143,7 @@ def _install_bridge(
     runtime: Any,
     span_key: str,
     baggage_key: str,
+    context_type: type[Context],
     span_context_type: type[SpanContext],
     trace_flags_type: Any,
     trace_state_type: Any,
@@ -158,3 +161,66 @@ def flush_all(timeout: float) -> bool: ...
 def shutdown_all(timeout: Optional[float]) -> bool: ...
 def internal_errors() -> int: ...
 def uuid4() -> str: ...
+
+class TraceSpec:
+    """What a decorated function's spans share (built once per function)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        tracer: Optional[TracerCore] = None,
+        event_type: Optional[str] = None,
+        event_name: Optional[str] = None,
+        event_id: Optional[str] = None,
+        session_id: Optional[str] = None,
+        project: Optional[str] = None,
+        source: Optional[str] = None,
+        config: Optional[Mapping[str, Any]] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        metrics: Optional[Mapping[str, Any]] = None,
+        feedback: Optional[Mapping[str, Any]] = None,
+        user_properties: Optional[Mapping[str, Any]] = None,
+        inputs: Optional[Mapping[str, Any]] = None,
+        outputs: Optional[Mapping[str, Any]] = None,
+        attributes: Optional[Mapping[str, Any]] = None,
+        error: Optional[str] = None,
+        capture_inputs: bool = True,
+        capture_outputs: bool = True,
+        params: Optional[Sequence[tuple[str, int, Any, bool]]] = None,
+        intern_name: bool = False,
+    ) -> None: ...
+    @property
+    def name(self) -> str: ...
+    def enter(
+        self, args: tuple[Any, ...], kwargs: Optional[dict[str, Any]] = None
+    ) -> Optional[CallScope]: ...
+
+class TracedFunction:
+    """A decorated sync function (a Rust callable)."""
+
+    __wrapped__: Callable[..., Any]
+    __name__: str
+    __qualname__: str
+    def __init__(self, func: Callable[..., Any], spec: TraceSpec) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, obj: Any, objtype: Any = None) -> Any: ...
+
+class CallScope:
+    """One traced call driven from Python (async functions, generators)."""
+
+    @property
+    def context(self) -> Context: ...
+    @property
+    def span(self) -> Span: ...
+    def finish(self, result: Any) -> None: ...
+    def fail(self, exc: BaseException) -> None: ...
+    def add_item(self, item: Any) -> None: ...
+    def finish_stream(self, value: Any = None) -> None: ...
+
+def set_redactor(hook: Optional[Callable[[str, Any], Any]]) -> None: ...
+def enrich(
+    span: _trace.Span,
+    items: Sequence[tuple[str, Any]],
+    raw: Optional[Mapping[str, Any]] = None,
+) -> bool: ...

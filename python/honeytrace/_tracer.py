@@ -80,7 +80,12 @@ class HoneyHiveTracer:
             and not os.environ.get("SESSION_NAME")
         ):
             kwargs["session_name"] = _default_session_name()
+        redact = kwargs.pop("redact", None)
+        if redact is not None and not callable(redact):
+            raise ValueError("honeytrace: redact must be a callable redact(key, value) -> value")
         core, unknown, legacy = _core.TracerCore.create(kwargs, dict(os.environ))
+        if redact is not None:
+            _core.set_redactor(redact)
         self._core = core
         self._provider = TracerProvider(core)
         self._otel_tracer = Tracer(core.tracer("honeytrace", _core.__version__))
@@ -245,6 +250,28 @@ class HoneyHiveTracer:
         ) as current:
             yield current
 
+    # -- decorators and enrichment (HoneyHive's tracer methods) -----------------------
+    def trace(self, name: Optional[str] = None, **kwargs: Any) -> Any:
+        """``@tracer.trace(event_type=...)`` decorates with this tracer;
+        ``with tracer.trace("name"):`` runs the block in a span of this tracer."""
+        from ._decorators import _tracer_trace
+
+        return _tracer_trace(self, name, **kwargs)
+
+    def enrich_span(self, *args: Any, **kwargs: Any) -> bool:
+        """:func:`honeytrace.enrich_span` with this tracer (for ``event_id`` updates)."""
+        from ._enrich import enrich_span
+
+        kwargs.setdefault("tracer", self)
+        return enrich_span(*args, **kwargs)
+
+    def enrich_session(self, *args: Any, **kwargs: Any) -> bool:
+        """:func:`honeytrace.enrich_session` for this tracer's session by default."""
+        from ._enrich import enrich_session
+
+        kwargs.setdefault("tracer", self)
+        return enrich_session(*args, **kwargs)
+
     # -- lifecycle -----------------------------------------------------------------
     def flush(
         self, timeout: Optional[float] = None, *, timeout_millis: Optional[int] = None
@@ -316,6 +343,15 @@ def get_default_tracer() -> Optional[HoneyHiveTracer]:
     tid = _core.default_tracer_id()
     with _lock:
         return _tracers.get(tid) if tid is not None else None
+
+
+def tracer_of_span(span: Any) -> Optional[HoneyHiveTracer]:
+    """The HoneyHiveTracer that owns ``span`` (a honeytrace span), else None."""
+    tid = getattr(span, "_tracer_id", None)
+    if tid is None:
+        return None
+    with _lock:
+        return _tracers.get(tid)
 
 
 def tracers() -> list[HoneyHiveTracer]:

@@ -1,0 +1,242 @@
+"""``enrich_span``, ``enrich_session`` and ``enrich_span_context``."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Optional
+
+from opentelemetry import baggage, trace
+from opentelemetry.trace import INVALID_SPAN
+
+from . import _core
+from ._decorators import _attach, _restore
+
+if TYPE_CHECKING:
+    from ._tracer import HoneyHiveTracer
+
+_NAMESPACES = (
+    ("metadata", "honeyhive_metadata"),
+    ("metrics", "honeyhive_metrics"),
+    ("feedback", "honeyhive_feedback"),
+    ("inputs", "honeyhive_inputs"),
+    ("outputs", "honeyhive_outputs"),
+    ("config", "honeyhive_config"),
+    ("user_properties", "honeyhive_user_properties"),
+)
+
+
+def _tracer_for(tracer: Optional[HoneyHiveTracer]) -> Optional[HoneyHiveTracer]:
+    """Explicit > the tracer of the current honeytrace span > the default tracer."""
+    if tracer is not None:
+        return tracer
+    from ._tracer import get_default_tracer, tracer_of_span
+
+    return tracer_of_span(trace.get_current_span()) or get_default_tracer()
+
+
+def _merge_metadata(
+    metadata: Optional[dict[str, Any]],
+    attributes: Optional[dict[str, Any]],
+    extra: dict[str, Any],
+) -> Optional[dict[str, Any]]:
+    """HoneyHive: ``attributes`` and unknown keywords go to metadata (keywords win)."""
+    if not attributes and not extra:
+        return metadata
+    merged = dict(metadata or {})
+    merged.update(attributes or {})
+    merged.update(extra)
+    return merged
+
+
+def enrich_span(
+    metadata: Optional[dict[str, Any]] = None,
+    metrics: Optional[dict[str, Any]] = None,
+    feedback: Optional[dict[str, Any]] = None,
+    inputs: Optional[dict[str, Any]] = None,
+    outputs: Optional[dict[str, Any]] = None,
+    config: Optional[dict[str, Any]] = None,
+    user_properties: Optional[dict[str, Any]] = None,
+    error: Optional[str] = None,
+    event_id: Optional[str] = None,
+    attributes: Optional[dict[str, Any]] = None,
+    tracer: Optional[HoneyHiveTracer] = None,
+    **kwargs: Any,
+) -> bool:
+    """Add HoneyHive attributes to the current span.
+
+    Dicts are flattened with dot paths (``metadata={"a": {"b": 1}}`` gives
+    ``honeyhive_metadata.a.b = 1``), None values are skipped, other values become JSON.
+    ``attributes`` and unknown keywords go to metadata. Returns True when it wrote to a
+    recording span, False when there is none.
+
+    With ``event_id``, the enrichment updates that HoneyHive event instead: a
+    ``PUT /events`` in HoneyHive cloud mode; elsewhere it is recorded as a
+    ``honeyhive.event_update`` span carrying ``honeyhive_event_id``.
+    """
+    values = {
+        "metadata": _merge_metadata(metadata, attributes, kwargs),
+        "metrics": metrics,
+        "feedback": feedback,
+        "inputs": inputs,
+        "outputs": outputs,
+        "config": config,
+        "user_properties": user_properties,
+    }
+    if event_id is not None:
+        return _update_event(_tracer_for(tracer), str(event_id), values, error)
+    items: list[tuple[str, Any]] = [(ns, values[k]) for k, ns in _NAMESPACES if values[k]]
+    if error is not None:
+        items.append(("honeyhive_error", error))
+    return _core.enrich(trace.get_current_span(), items)
+
+
+def _update_event(
+    tracer: Optional[HoneyHiveTracer],
+    event_id: str,
+    values: dict[str, Any],
+    error: Optional[str],
+    record_name: str = "honeyhive.event_update",
+    id_attribute: str = "honeyhive_event_id",
+) -> bool:
+    if tracer is None:
+        return False
+    if tracer.mode == "cloud":
+        body: dict[str, Any] = {"event_id": event_id}
+        metadata = dict(values.get("metadata") or {})
+        if values.get("inputs"):
+            # HoneyHive answers 400 to top-level inputs on updates: they go to metadata.
+            metadata["inputs"] = values["inputs"]
+        if metadata:
+            body["metadata"] = metadata
+        for k in ("feedback", "metrics", "outputs", "config", "user_properties"):
+            if values.get(k) is not None:
+                body[k] = values[k]
+        if error is not None:
+            body["error"] = error
+        return tracer._core.update_event(body)
+    # Every other mode: keep it in the exported data as a small span.
+    session = record_name == "honeyhive.enrich_session"
+    with enrich_span_context(
+        record_name,
+        tracer=tracer,
+        attributes={id_attribute: event_id, "honeyhive_enrichment": record_name},
+        error=error,
+        session_id=event_id if session else None,
+        **{k: values.get(k) for k, _ in _NAMESPACES},
+    ) as span:
+        return span.is_recording()
+
+
+def enrich_session(
+    session_id: Optional[str] = None,
+    metadata: Optional[dict[str, Any]] = None,
+    inputs: Optional[dict[str, Any]] = None,
+    outputs: Optional[dict[str, Any]] = None,
+    config: Optional[dict[str, Any]] = None,
+    feedback: Optional[dict[str, Any]] = None,
+    metrics: Optional[dict[str, Any]] = None,
+    user_properties: Optional[dict[str, Any]] = None,
+    tracer: Optional[HoneyHiveTracer] = None,
+    **kwargs: Any,
+) -> bool:
+    """Add data to a whole session: explicit ``session_id`` > the session in baggage >
+    the tracer's. HoneyHive cloud: ``PUT /events`` from the background thread.
+    Elsewhere: recorded in the exported data as a ``honeyhive.enrich_session`` span of
+    that session. Unknown keywords go to metadata. True when sent or recorded."""
+    tracer = _tracer_for(tracer)
+    if tracer is None:
+        return False
+    sid = session_id or baggage.get_baggage("session_id") or tracer.session_id
+    values = {
+        "metadata": _merge_metadata(metadata, None, kwargs),
+        "inputs": inputs,
+        "outputs": outputs,
+        "config": config,
+        "feedback": feedback,
+        "metrics": metrics,
+        "user_properties": user_properties,
+    }
+    return _update_event(
+        tracer,
+        str(sid),
+        values,
+        None,
+        record_name="honeyhive.enrich_session",
+        id_attribute="honeyhive.session_id",
+    )
+
+
+class enrich_span_context(contextlib.ContextDecorator):
+    """Start a span named ``event_name``, make it current for the block, end it on exit.
+
+    ``enrich_span`` inside the block enriches this span (not its parent). Explicit
+    ``session_id``/``project``/``source`` win over baggage and the tracer, for this span
+    and its children. Exceptions are recorded and re-raised. Works with ``with`` and
+    ``async with``; yields the span.
+    """
+
+    def __init__(
+        self,
+        event_name: str,
+        *,
+        inputs: Optional[dict[str, Any]] = None,
+        outputs: Optional[dict[str, Any]] = None,
+        metadata: Optional[dict[str, Any]] = None,
+        metrics: Optional[dict[str, Any]] = None,
+        feedback: Optional[dict[str, Any]] = None,
+        config: Optional[dict[str, Any]] = None,
+        user_properties: Optional[dict[str, Any]] = None,
+        error: Optional[str] = None,
+        event_id: Optional[str] = None,
+        session_id: Optional[str] = None,
+        project: Optional[str] = None,
+        source: Optional[str] = None,
+        attributes: Optional[dict[str, Any]] = None,
+        tracer: Optional[HoneyHiveTracer] = None,
+        event_type: Optional[str] = None,
+    ) -> None:
+        self._spec = _core.TraceSpec(
+            str(event_name),
+            tracer=tracer._core if tracer is not None else None,
+            event_type=event_type,
+            event_id=event_id,
+            session_id=session_id,
+            project=project,
+            source=source,
+            config=config,
+            metadata=metadata,
+            metrics=metrics,
+            feedback=feedback,
+            user_properties=user_properties,
+            inputs=inputs,
+            outputs=outputs,
+            attributes=attributes,
+            error=error,
+            capture_inputs=False,
+            capture_outputs=False,
+        )
+        self._stack: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> trace.Span:
+        scope = self._spec.enter(())
+        if scope is None:
+            self._stack.append((None, None))
+            return INVALID_SPAN
+        self._stack.append((scope, _attach(scope.context)))
+        return scope.span
+
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        scope, token = self._stack.pop()
+        if scope is None:
+            return
+        _restore(token)
+        if exc is not None:
+            scope.fail(exc)
+        else:
+            scope.finish(None)
+
+    async def __aenter__(self) -> trace.Span:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
