@@ -73,6 +73,36 @@ impl Mode {
     }
 }
 
+/// What to do with an incoming trace context (traceparent and baggage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// Continue the caller's trace and session (HoneyHive's behaviour).
+    Continue,
+    /// A new trace linked to the caller's span; a valid incoming session is kept.
+    Restart,
+    /// Drop the incoming context entirely.
+    Ignore,
+}
+
+impl Trust {
+    pub fn parse(s: &str) -> Option<Trust> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "continue" => Some(Trust::Continue),
+            "restart" => Some(Trust::Restart),
+            "ignore" => Some(Trust::Ignore),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Continue => "continue",
+            Trust::Restart => "restart",
+            Trust::Ignore => "ignore",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     HttpProtobuf,
@@ -152,6 +182,9 @@ pub struct Config {
     pub max_events: u32,
     pub max_links: u32,
     pub max_attribute_bytes: usize,
+    pub trust: Trust,
+    /// Shared secret for signed session baggage (HH_BAGGAGE_SECRET).
+    pub baggage_secret: Option<Secret>,
     pub baggage_allowlist: Vec<String>,
     pub include_names: Vec<NameMatcher>,
     pub exclude_names: Vec<NameMatcher>,
@@ -195,6 +228,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max_events",
     "max_links",
     "max_attribute_bytes",
+    "trust",
+    "baggage_secret",
     "baggage_allowlist",
     "span_name_filters",
     "run_id",
@@ -940,6 +975,25 @@ pub fn parse(kwargs: &Bound<'_, PyDict>, env: HashMap<String, String>) -> CResul
     }
     let max_attribute_bytes = max_attribute_bytes.min(64 * 1024 * 1024) as usize;
 
+    let trust = match r.raw("trust", &["HH_TRUST", "HH_INCOMING_TRUST"]) {
+        None => Trust::Continue,
+        Some((_, o)) => {
+            let v = r
+                .string("trust", &["HH_TRUST", "HH_INCOMING_TRUST"])?
+                .unwrap_or_default();
+            Trust::parse(&v).ok_or_else(|| {
+                ConfigError(format!("{o} is {v:?}; use continue, restart or ignore"))
+            })?
+        }
+    };
+    let baggage_secret = r
+        .string("baggage_secret", &["HH_BAGGAGE_SECRET"])?
+        .filter(|s| !s.is_empty())
+        .map(Secret);
+    if baggage_secret.as_ref().is_some_and(|s| s.0.len() < 16) {
+        return err("baggage_secret must be at least 16 characters");
+    }
+
     let baggage_allowlist = match r.raw("baggage_allowlist", &["HH_BAGGAGE_ALLOWLIST"]) {
         None => Vec::new(),
         Some((Raw::Env(s), _)) => s
@@ -1005,6 +1059,8 @@ pub fn parse(kwargs: &Bound<'_, PyDict>, env: HashMap<String, String>) -> CResul
         max_events,
         max_links,
         max_attribute_bytes,
+        trust,
+        baggage_secret,
         baggage_allowlist,
         include_names,
         exclude_names,

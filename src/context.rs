@@ -227,15 +227,30 @@ pub fn from_py_span_context(sc: &Bound<'_, PyAny>) -> Option<SpanContext> {
 /// The parent a new span would have, read from a Python Context.
 pub enum Parent {
     Root,
+    /// No parent, but the context names the tracer (a restarted incoming context).
+    RootFor(Arc<Core>),
     /// A honeytrace span: its tracer is the natural home of the child.
     Ours(SpanContext, Option<Arc<Core>>),
     Foreign(SpanContext),
 }
 
 impl Parent {
+    pub fn is_root(&self) -> bool {
+        matches!(self, Parent::Root | Parent::RootFor(_))
+    }
+
+    /// The honeytrace tracer this parent belongs to, if any.
+    pub fn core(&self) -> Option<&Arc<Core>> {
+        match self {
+            Parent::Ours(_, c) => c.as_ref(),
+            Parent::RootFor(c) => Some(c),
+            _ => None,
+        }
+    }
+
     pub fn span_context(&self) -> Option<&SpanContext> {
         match self {
-            Parent::Root => None,
+            Parent::Root | Parent::RootFor(_) => None,
             Parent::Ours(sc, _) | Parent::Foreign(sc) => Some(sc),
         }
     }
@@ -248,7 +263,10 @@ pub fn parent_of(bridge: &Bridge, ctx: &Bound<'_, PyAny>) -> Parent {
     if let Ok(ours) = span.cast::<PySpan>() {
         let s = ours.get();
         if !s.sc.is_valid() {
-            return Parent::Root;
+            return match &s.core {
+                Some(c) => Parent::RootFor(c.clone()),
+                None => Parent::Root,
+            };
         }
         return Parent::Ours(s.sc.clone(), s.core.clone());
     }

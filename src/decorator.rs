@@ -245,7 +245,7 @@ impl TraceSpec {
     fn pick_core(&self, parent: &Parent) -> Option<Arc<Core>> {
         let core = match (&self.tracer, parent) {
             (Some(c), _) => Some(c.clone()),
-            (None, Parent::Ours(_, Some(c))) if c.is_live() => Some(c.clone()),
+            (None, p) if p.core().is_some_and(|c| c.is_live()) => p.core().cloned(),
             _ => default_core(),
         };
         match core {
@@ -368,9 +368,18 @@ impl TraceSpec {
             Some(n) => Cow::Borrowed(n),
             None => Cow::Owned(self.name.to_string()),
         };
-        let builder = SpanBuilder::from_name(name)
+        let mut builder = SpanBuilder::from_name(name)
             .with_kind(SpanKind::Internal)
             .with_attributes(attrs);
+        if parent.is_root() {
+            if let Some(remote) = crate::propagation::restart_link(b, &cur) {
+                builder = builder.with_links(vec![opentelemetry::trace::Link::new(
+                    remote,
+                    vec![KeyValue::new("honeytrace.link", "restarted")],
+                    0,
+                )]);
+            }
+        }
         let parent_cx = match parent.span_context() {
             Some(sc) => Context::new().with_remote_span_context(sc.clone()),
             None => Context::new(),

@@ -8,6 +8,7 @@ mod diag;
 mod export;
 mod ids;
 mod processor;
+mod propagation;
 mod serialize;
 mod session;
 mod span;
@@ -42,6 +43,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<decorator::CallScope>()?;
     m.add_function(wrap_pyfunction!(decorator::set_redactor, m)?)?;
     m.add_function(wrap_pyfunction!(decorator::enrich, m)?)?;
+    m.add_class::<propagation::DistributedContext>()?;
+    m.add_function(wrap_pyfunction!(propagation::extract, m)?)?;
+    m.add_function(wrap_pyfunction!(propagation::inject, m)?)?;
+    m.add_function(wrap_pyfunction!(propagation::py_sign_session, m)?)?;
     m.add_function(wrap_pyfunction!(context::_install_bridge, m)?)?;
     m.add_function(wrap_pyfunction!(tracer::routing_tracer, m)?)?;
     m.add_function(wrap_pyfunction!(tracer::default_tracer_id, m)?)?;

@@ -51,10 +51,16 @@ impl PySpan {
 
     /// A span that records nothing (disabled or shut-down tracer).
     pub fn non_recording(sc: SpanContext) -> Self {
+        Self::remote(sc, None)
+    }
+
+    /// A remote parent (from incoming headers); `core` is the tracer its children
+    /// belong to when one was named for the request.
+    pub fn remote(sc: SpanContext, core: Option<Arc<Core>>) -> Self {
         PySpan {
             inner: Mutex::new(None),
             sc,
-            core: None,
+            core,
             py_sc: PyOnceLock::new(),
             record_exception: false,
             set_status_on_exception: false,

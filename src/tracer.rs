@@ -237,8 +237,21 @@ impl Core {
         if let Some(t) = start_time {
             builder = builder.with_start_time(ns_to_time(t));
         }
-        if let Some(l) = links.filter(|l| !l.is_none()) {
-            builder = builder.with_links(convert_links(l));
+        let mut all_links = links
+            .filter(|l| !l.is_none())
+            .map(convert_links)
+            .unwrap_or_default();
+        if parent.is_root() {
+            if let Some(remote) = crate::propagation::restart_link(b, ctx) {
+                all_links.push(Link::new(
+                    remote,
+                    vec![KeyValue::new("honeytrace.link", "restarted")],
+                    0,
+                ));
+            }
+        }
+        if !all_links.is_empty() {
+            builder = builder.with_links(all_links);
         }
         let parent_cx = match parent.span_context() {
             Some(sc) => Context::new().with_remote_span_context(sc.clone()),
@@ -459,7 +472,7 @@ impl ScopedTracer {
                 let parent = parent_of(b, &ctx);
                 let core = match (&self.fixed, &parent) {
                     (Some(c), _) => Some(c.clone()),
-                    (None, Parent::Ours(_, Some(c))) if c.is_live() => Some(c.clone()),
+                    (None, p) if p.core().is_some_and(|c| c.is_live()) => p.core().cloned(),
                     _ => default_core(),
                 };
                 let Some(core) = core else {
@@ -514,6 +527,19 @@ fn stats_dict<'py>(py: Python<'py>, core: &Core) -> PyResult<Bound<'py, PyDict>>
         attributes::INVALID_VALUES.load(Ordering::Relaxed),
     )?;
     d.set_item("internal_errors", diag::panic_count())?;
+    d.set_item(
+        "values_unconvertible",
+        crate::serialize::CONVERSION_ERRORS.load(Ordering::Relaxed),
+    )?;
+    d.set_item(
+        "redaction_errors",
+        attributes::REDACTION_ERRORS.load(Ordering::Relaxed),
+    )?;
+    d.set_item(
+        "context_detach_errors",
+        crate::context::DETACH_ERRORS.load(Ordering::Relaxed),
+    )?;
+    crate::propagation::stats_into(&d)?;
     d.set_item("last_error", s.last_error())?;
     Ok(d)
 }

@@ -1,5 +1,5 @@
-"""The client service: runs a session of agent steps, some local, some on the
-remote agent service, all in one trace and one session.
+"""The client service: a session of agent steps, some run locally, some on the remote
+agent service, all in one trace and one session (HoneyHive's conditional agents).
 
     python examples/distributed/agent_client.py --server http://127.0.0.1:8765
 """
@@ -10,63 +10,64 @@ import argparse
 import json
 import urllib.request
 
-from opentelemetry import baggage, context, propagate
-
-from honeytrace import HoneyHiveTracer
+from honeytrace import (
+    HoneyHiveTracer,
+    enrich_span,
+    enrich_span_context,
+    inject_context_into_carrier,
+    trace,
+)
 
 tracer = HoneyHiveTracer.init(project="agents", source="client", service_name="agent-client")
 
 
+@trace(event_type="model")
 def fake_model(prompt: str) -> str:
     """Stands in for an LLM call."""
     return f"[local model] {prompt[::-1]}"
 
 
-def call_remote_agent(server: str, query: str) -> str:
-    with tracer.start_as_current_span(
-        "call_research_agent_remote", attributes={"honeyhive_event_type": "tool"}
+@trace(event_type="chain")
+def local_agent(agent_name: str, query: str) -> str:
+    return fake_model(f"{agent_name}: {query}")
+
+
+def call_agent(server: str, agent_name: str, query: str, use_remote: bool) -> str:
+    if not use_remote:
+        return local_agent(agent_name, query)
+    # Remote: an explicit span around the call, its headers carrying trace and session.
+    with enrich_span_context(
+        f"call_{agent_name}_remote",
+        inputs={"query": query, "agent": agent_name},
+        metadata={"invocation_type": "remote"},
+        event_type="tool",
     ):
-        headers: dict[str, str] = {"Content-Type": "application/json"}
-        propagate.inject(headers)  # traceparent + baggage (session_id, project, source)
-        req = urllib.request.Request(
+        headers = inject_context_into_carrier({"Content-Type": "application/json"}, tracer)
+        request = urllib.request.Request(
             f"{server}/agent", data=json.dumps({"query": query}).encode(), headers=headers
         )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            answer: str = json.loads(resp.read())["response"]
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer: str = json.loads(response.read())["response"]
+        enrich_span(outputs={"response": answer})
         return answer
 
 
-def run_session(server: str, queries: list[str]) -> str:
-    # Put the session in baggage so it travels with every outgoing request
-    # (issue 4's inject_context_into_carrier does this for you).
-    ctx = baggage.set_baggage("session_id", tracer.session_id)
-    ctx = baggage.set_baggage("project", tracer.project or "", ctx)
-    ctx = baggage.set_baggage("source", tracer.source, ctx)
-    token = context.attach(ctx)
-    try:
-        with tracer.start_as_current_span(
-            "agent_session", attributes={"honeyhive_event_type": "chain"}
-        ):
-            for i, query in enumerate(queries):
-                if i % 2:  # conditional: every other step runs remotely
-                    call_remote_agent(server, query)
-                else:
-                    with tracer.start_as_current_span(
-                        "local_agent", attributes={"honeyhive_event_type": "model"}
-                    ) as span:
-                        span.set_attribute("honeyhive_outputs.result", fake_model(query))
-    finally:
-        context.detach(token)
-    return tracer.session_id
+@trace(event_type="chain")
+def run_session(server: str, queries: list[str]) -> list[str]:
+    # Every other step runs on the remote agent service.
+    return [
+        call_agent(server, "research_agent", q, use_remote=bool(i % 2))
+        for i, q in enumerate(queries)
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--server", default="http://127.0.0.1:8765")
     args = parser.parse_args()
-    session = run_session(args.server, ["plan a trip", "find flights", "book hotel"])
+    run_session(args.server, ["plan a trip", "find flights", "book hotel"])
     tracer.flush()
-    print(session)
+    print(tracer.session_id)
 
 
 if __name__ == "__main__":

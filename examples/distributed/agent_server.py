@@ -1,4 +1,4 @@
-"""The remote agent service: continues the caller's trace and session.
+"""The remote agent service: continues the caller's trace and session in one line.
 
 python examples/distributed/agent_server.py --port 8765
 """
@@ -12,29 +12,21 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from opentelemetry import context, propagate
-
-from honeytrace import HoneyHiveTracer
+from honeytrace import HoneyHiveTracer, enrich_span, trace, with_distributed_trace_context
 
 tracer = HoneyHiveTracer.init(project="agents", source="server", service_name="agent-server")
 
 
+@trace(event_type="model")
 def fake_model(prompt: str) -> str:
     """Stands in for an LLM call."""
+    enrich_span(metrics={"prompt_tokens": len(prompt.split())})
     return f"[remote model] {prompt.upper()}"
 
 
+@trace(event_type="chain")
 def research_agent(query: str) -> str:
-    with tracer.start_as_current_span(
-        "research_agent", attributes={"honeyhive_event_type": "chain"}
-    ):
-        with tracer.start_as_current_span(
-            "fake_model",
-            attributes={"honeyhive_event_type": "model", "honeyhive_inputs.prompt": query},
-        ) as span:
-            answer = fake_model(query)
-            span.set_attribute("honeyhive_outputs.result", answer)
-        return answer
+    return fake_model(f"research: {query}")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -43,12 +35,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        # Continue the caller's trace and session (issue 4 turns this into one line).
-        token = context.attach(propagate.extract(self.headers))
-        try:
+        # The one line: continue the caller's trace and session, whatever the header case.
+        with with_distributed_trace_context(dict(self.headers), tracer):
             answer = research_agent(body["query"])
-        finally:
-            context.detach(token)
         out = json.dumps({"response": answer}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

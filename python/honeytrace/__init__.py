@@ -34,8 +34,15 @@ _core._install_bridge(
 )
 
 from ._decorators import atrace, trace, trace_class  # noqa: E402
+from ._distributed import (  # noqa: E402
+    HoneyTracePropagator,
+    extract_context_from_carrier,
+    inject_context_into_carrier,
+    with_distributed_trace_context,
+)
 from ._enrich import enrich_session, enrich_span, enrich_span_context  # noqa: E402
 from ._otel import Tracer, TracerProvider, patch_isinstance  # noqa: E402
+from ._threads import bind_context, instrument_threads, uninstrument_threads  # noqa: E402
 from ._tracer import (  # noqa: E402
     HoneyHiveTracer,
     flush,
@@ -54,20 +61,27 @@ set_redactor = _core.set_redactor
 
 __all__ = [
     "HoneyHiveTracer",
+    "HoneyTracePropagator",
     "Span",
     "Tracer",
     "TracerProvider",
     "__version__",
     "atrace",
+    "bind_context",
     "enrich_session",
     "enrich_span",
     "enrich_span_context",
+    "extract_context_from_carrier",
     "flush",
     "get_default_tracer",
+    "inject_context_into_carrier",
+    "instrument_threads",
     "set_default_tracer",
     "set_redactor",
     "shutdown",
     "trace",
     "trace_class",
     "tracers",
+    "uninstrument_threads",
+    "with_distributed_trace_context",
 ]

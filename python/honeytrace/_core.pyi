@@ -224,3 +224,30 @@ def enrich(
     items: Sequence[tuple[str, Any]],
     raw: Optional[Mapping[str, Any]] = None,
 ) -> bool: ...
+
+class DistributedContext:
+    def __init__(
+        self,
+        carrier: Any,
+        tracer: Any = None,
+        *,
+        session_id: Optional[str] = None,
+        trust: Optional[str] = None,
+    ) -> None: ...
+    def __enter__(self) -> Context: ...
+    def __exit__(self, *args: Any) -> None: ...
+
+def extract(
+    carrier: Any,
+    context: Optional[Context] = None,
+    tracer: Optional[TracerCore] = None,
+    trust: Optional[str] = None,
+    session_id: Optional[str] = None,
+) -> Context: ...
+def inject(
+    carrier: Any,
+    context: Optional[Context] = None,
+    tracer: Optional[TracerCore] = None,
+    baggage: bool = True,
+) -> Any: ...
+def sign_session(secret: str, session_id: str) -> str: ...

@@ -18,8 +18,10 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util import types
 
 from . import _core, _log
+from ._distributed import install_propagator
 from ._log import logger
 from ._otel import Tracer, TracerProvider, install_global
+from ._threads import instrument_threads
 
 if TYPE_CHECKING:  # typing_extensions is only needed by type checkers
     from typing_extensions import Self
@@ -80,6 +82,15 @@ class HoneyHiveTracer:
             and not os.environ.get("SESSION_NAME")
         ):
             kwargs["session_name"] = _default_session_name()
+        propagate_threads = _flag(kwargs.pop("propagate_threads", None), "HH_PROPAGATE_THREADS")
+        instrument_http = _flag(kwargs.pop("instrument_http", None), "HH_INSTRUMENT_HTTP")
+        baggage_hosts = kwargs.pop("baggage_hosts", None)
+        if baggage_hosts is None and os.environ.get("HH_BAGGAGE_HOSTS"):
+            baggage_hosts = [h.strip() for h in os.environ["HH_BAGGAGE_HOSTS"].split(",")]
+        if isinstance(baggage_hosts, str) or (
+            baggage_hosts is not None and not all(isinstance(h, str) for h in baggage_hosts)
+        ):
+            raise ValueError("honeytrace: baggage_hosts must be a list of host names")
         redact = kwargs.pop("redact", None)
         if redact is not None and not callable(redact):
             raise ValueError("honeytrace: redact must be a callable redact(key, value) -> value")
@@ -113,9 +124,16 @@ class HoneyHiveTracer:
                 "create one tracer per process and reuse it (or shut unused ones down)",
                 live,
             )
-        self._is_global = (
-            install_global(self, core.set_global) if core.mode != "disabled" else False
-        )
+        live_mode = core.mode != "disabled"
+        self._is_global = install_global(self, core.set_global) if live_mode else False
+        if live_mode:
+            install_propagator(core.set_global)
+            if propagate_threads:
+                instrument_threads()
+            if instrument_http:
+                from .integrations.http import instrument_http as _instrument_http
+
+                _instrument_http(baggage_hosts=baggage_hosts)
         destination = core.destination
         if destination not in _announced:
             _announced.add(destination)
@@ -272,6 +290,35 @@ class HoneyHiveTracer:
         kwargs.setdefault("tracer", self)
         return enrich_session(*args, **kwargs)
 
+    # -- distributed tracing (HoneyHive's tracer methods) ---------------------------
+    def inject(self, carrier: Any) -> Any:
+        """Write traceparent and session baggage into ``carrier``; returns it."""
+        from ._distributed import inject_context_into_carrier
+
+        return inject_context_into_carrier(carrier, self)
+
+    inject_context = inject
+
+    def extract(self, carrier: Any) -> Context:
+        """The Context ``carrier`` describes (not attached)."""
+        from ._distributed import extract_context_from_carrier
+
+        return extract_context_from_carrier(carrier, self)
+
+    extract_context = extract
+
+    def link(self, carrier: Any) -> Any:
+        """Attach the context ``carrier`` describes; returns the token for :meth:`unlink`."""
+        from ._decorators import _attach
+
+        return _attach(self.extract(carrier))
+
+    def unlink(self, token: Any) -> None:
+        """Restore the context from before :meth:`link`."""
+        from ._decorators import _restore
+
+        _restore(token)
+
     # -- lifecycle -----------------------------------------------------------------
     def flush(
         self, timeout: Optional[float] = None, *, timeout_millis: Optional[int] = None
@@ -315,6 +362,17 @@ class HoneyHiveTracer:
             f"session_id={self.session_id!r}, mode={self.mode!r}, "
             f"initialized={self.is_initialized})"
         )
+
+
+def _flag(value: Any, env: str) -> bool:
+    if value is not None:
+        return bool(value)
+    raw = os.environ.get(env, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"honeytrace: environment variable {env} must be true or false, got {raw!r}")
 
 
 def _timeout(seconds: Optional[float], millis: Optional[int], default: float) -> float:

@@ -122,6 +122,14 @@ def _line(s: SpanRecord, depth: int, show_service: bool) -> str:
     out = s.attributes.get("honeyhive_outputs.result")
     if out is not None:
         parts.append("out: " + _short(out))
+    else:
+        outs = [
+            f"{k[len('honeyhive_outputs.') :]}={_short(v, 40)}"
+            for k, v in s.attributes.items()
+            if k.startswith("honeyhive_outputs.")
+        ][:3]
+        if outs:
+            parts.append("out: " + " ".join(outs))
     return "  ".join(parts)
 
 

@@ -1,0 +1,248 @@
+//! W3C Baggage: parsing with percent-decoding and limits, and encoding.
+//!
+//! Accepted: up to 64 members and 8192 bytes (the W3C minimums, and the limits of the
+//! OpenTelemetry Rust SDK). Beyond those, members are dropped one by one and counted,
+//! instead of losing the whole header; a huge header is never parsed past the limit.
+//! Members with an invalid key, a missing `=` or a value that does not decode to UTF-8
+//! are dropped and counted; `;properties` are tolerated and ignored.
+
+pub const MAX_MEMBERS: usize = 64;
+pub const MAX_BYTES: usize = 8192;
+
+/// One baggage member: key, decoded value, and its raw `;properties` (may be empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub key: String,
+    pub value: String,
+    pub props: String,
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Parsed {
+    pub entries: Vec<Member>,
+    pub dropped: usize,
+}
+
+impl Member {
+    /// The value of property `name` (`key=value;name=x`), if present.
+    pub fn prop(&self, name: &str) -> Option<&str> {
+        self.props.split(';').find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            (k.trim() == name).then(|| v.trim())
+        })
+    }
+}
+
+/// RFC 7230 token characters (W3C baggage keys).
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    if !b.contains(&b'%') {
+        return Some(s.to_string());
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = b.get(i + 1..i + 3)?;
+            let v = u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// W3C `baggage-octet`: printable ASCII except space, `"`, `,`, `;`, `\` and `%`.
+fn is_baggage_octet(c: u8) -> bool {
+    matches!(c, 0x21 | 0x23..=0x24 | 0x26..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &c in s.as_bytes() {
+        if is_baggage_octet(c) {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+    }
+    out
+}
+
+/// Parse one or more `baggage` header values (combined as one list).
+pub fn parse(values: &[String]) -> Parsed {
+    let mut out = Parsed::default();
+    let mut budget = MAX_BYTES;
+    'values: for (vi, value) in values.iter().enumerate() {
+        let mut rest = value.as_str();
+        while !rest.is_empty() {
+            let (member, tail) = match rest.find(',') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, ""),
+            };
+            rest = tail;
+            let member = member.trim_matches(|c| c == ' ' || c == '\t');
+            if member.is_empty() {
+                continue;
+            }
+            if out.entries.len() >= MAX_MEMBERS || member.len() > budget {
+                // Over a limit: count what is left without parsing it.
+                out.dropped += 1 + rest.split(',').filter(|m| !m.trim().is_empty()).count();
+                for later in &values[vi + 1..] {
+                    out.dropped += later.split(',').filter(|m| !m.trim().is_empty()).count();
+                }
+                break 'values;
+            }
+            budget -= member.len();
+            let (kv, props) = member.split_once(';').unwrap_or((member, ""));
+            let Some((k, v)) = kv.split_once('=') else {
+                out.dropped += 1;
+                continue;
+            };
+            let k = k.trim_matches(|c| c == ' ' || c == '\t');
+            let v = v.trim_matches(|c| c == ' ' || c == '\t');
+            if !is_token(k) {
+                out.dropped += 1;
+                continue;
+            }
+            match percent_decode(v) {
+                Some(v) => out.entries.push(Member {
+                    key: k.to_string(),
+                    value: v,
+                    props: props.trim().to_string(),
+                }),
+                None => out.dropped += 1,
+            }
+        }
+    }
+    out
+}
+
+/// Encode entries (key, value, properties) as one `baggage` header value within the
+/// limits; returns the value and how many entries did not fit (or had an invalid key).
+pub fn encode(entries: &[(String, String, String)]) -> (String, usize) {
+    let mut out = String::new();
+    let mut dropped = 0;
+    let mut n = 0;
+    for (k, v, props) in entries {
+        if !is_token(k) {
+            dropped += 1;
+            continue;
+        }
+        let member = if props.is_empty() {
+            format!("{k}={}", percent_encode(v))
+        } else {
+            format!("{k}={};{props}", percent_encode(v))
+        };
+        let extra = member.len() + usize::from(!out.is_empty());
+        if n >= MAX_MEMBERS || out.len() + extra > MAX_BYTES {
+            dropped += 1;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&member);
+        n += 1;
+    }
+    (out, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Parsed {
+        parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    fn kv(r: &Parsed) -> Vec<(String, String)> {
+        r.entries
+            .iter()
+            .map(|m| (m.key.clone(), m.value.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn basic_and_percent_decoding() {
+        let r = p(&["session_id=abc, project = my%20proj ;prop=1,source=dev%2Cx"]);
+        assert_eq!(r.entries[1].prop("prop"), Some("1"));
+        assert_eq!(
+            kv(&r),
+            vec![
+                ("session_id".into(), "abc".into()),
+                ("project".into(), "my proj".into()),
+                ("source".into(), "dev,x".into())
+            ]
+        );
+        assert_eq!(r.dropped, 0);
+    }
+
+    #[test]
+    fn several_headers_are_combined() {
+        let r = p(&["a=1", "b=2,c=3"]);
+        assert_eq!(r.entries.len(), 3);
+    }
+
+    #[test]
+    fn invalid_members_are_dropped_and_counted() {
+        let r = p(&["good=1,novalue,bad key=2,k=%ZZ,k2=%FF%FE,=x,ok=2"]);
+        assert_eq!(
+            kv(&r),
+            vec![("good".into(), "1".into()), ("ok".into(), "2".into())]
+        );
+        assert_eq!(r.dropped, 5);
+    }
+
+    #[test]
+    fn limits_drop_the_excess_not_everything() {
+        let many = (0..100)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let r = parse(&[many]);
+        assert_eq!(r.entries.len(), MAX_MEMBERS);
+        assert_eq!(r.dropped, 36);
+        let huge = format!("a=1,big={},c=3", "x".repeat(10_000));
+        let r = parse(&[huge]);
+        assert_eq!(kv(&r), vec![("a".into(), "1".into())]);
+        assert_eq!(r.dropped, 2);
+        let mb = format!("x={}", "y".repeat(1 << 20));
+        let r = parse(&[mb.clone(), "z=1".into()]);
+        assert!(r.entries.is_empty());
+        assert_eq!(r.dropped, 2);
+    }
+
+    #[test]
+    fn encode_roundtrips_and_respects_limits() {
+        let e = vec![
+            (
+                "session_id".to_string(),
+                "a b,c;d%".to_string(),
+                "sig=xyz".to_string(),
+            ),
+            ("bad key".to_string(), "x".to_string(), String::new()),
+        ];
+        let (v, dropped) = encode(&e);
+        assert_eq!(v, "session_id=a%20b%2Cc%3Bd%25;sig=xyz");
+        assert_eq!(dropped, 1);
+        let back = parse(&[v]);
+        assert_eq!(kv(&back), vec![("session_id".into(), "a b,c;d%".into())]);
+        assert_eq!(back.entries[0].prop("sig"), Some("xyz"));
+        let many: Vec<(String, String, String)> = (0..80)
+            .map(|i| (format!("k{i}"), "v".into(), String::new()))
+            .collect();
+        let (v, dropped) = encode(&many);
+        assert_eq!(v.split(',').count(), MAX_MEMBERS);
+        assert_eq!(dropped, 16);
+    }
+}

@@ -1,0 +1,405 @@
+"""inject / extract / with_distributed_trace_context: HoneyHive's cases (reference §8 A
+and B), the trust policy, validation, signed sessions, and property tests of the
+parsers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import baggage, context, propagate, trace
+
+import honeytrace
+from honeytrace import (
+    HoneyHiveTracer,
+    extract_context_from_carrier,
+    inject_context_into_carrier,
+    with_distributed_trace_context,
+)
+from honeytrace import (
+    trace as ht_trace,
+)
+
+Make = Callable[..., HoneyHiveTracer]
+TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TRACE, PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+
+
+# -- with_distributed_trace_context (reference §8 A) ------------------------------------
+
+
+def test_session_from_baggage(memory_tracer: HoneyHiveTracer) -> None:
+    with with_distributed_trace_context({"baggage": "session_id=S"}, memory_tracer):
+        assert baggage.get_baggage("session_id") == "S"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "session_id=S,project=P,source=Q",
+        "honeyhive_session_id=S,honeyhive_project=P,honeyhive_source=Q",
+        "honeyhive.session_id=S,honeyhive.project=P,honeyhive.source=Q",
+    ],
+)
+def test_key_variants_become_canonical(memory_tracer: HoneyHiveTracer, header: str) -> None:
+    with with_distributed_trace_context({"baggage": header}, memory_tracer):
+        assert baggage.get_all() == {"session_id": "S", "project": "P", "source": "Q"}
+
+
+def test_explicit_session_wins(memory_tracer: HoneyHiveTracer) -> None:
+    with with_distributed_trace_context({"baggage": "session_id=A"}, memory_tracer, session_id="B"):
+        assert baggage.get_baggage("session_id") == "B"
+
+
+def test_context_is_restored_on_exit_and_on_exceptions(memory_tracer: HoneyHiveTracer) -> None:
+    before = context.get_current()
+    with with_distributed_trace_context({"traceparent": TP, "baggage": "session_id=S"}):
+        assert context.get_current() != before
+    assert context.get_current() == before
+    with pytest.raises(ValueError), with_distributed_trace_context({"baggage": "session_id=S"}):
+        raise ValueError("boom")
+    assert context.get_current() == before
+
+
+@pytest.mark.parametrize(
+    "carrier", [{}, None, "garbage", 42, [("x", "y")], {"traceparent": "nope"}]
+)
+def test_empty_or_garbage_carrier_gives_the_current_context(
+    memory_tracer: HoneyHiveTracer, carrier: Any
+) -> None:
+    with memory_tracer.start_as_current_span("outer") as outer:
+        before = context.get_current()
+        with with_distributed_trace_context(carrier, memory_tracer) as ctx:
+            assert ctx is not None
+            assert trace.get_current_span() is outer
+            assert baggage.get_all(ctx) == baggage.get_all(before)
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [str.lower, str.title, str.upper, lambda k: "HTTP_" + k.upper()],
+    ids=["lower", "Title", "UPPER", "wsgi-environ"],
+)
+def test_client_inject_to_server_in_any_header_case(make_tracer: Make, transform: Any) -> None:
+    client = make_tracer(test_mode=True, project="client-p", source="client")
+    server = make_tracer(test_mode=True, project="server-p", source="server")
+
+    @ht_trace(tracer=client)
+    def call() -> dict[str, str]:
+        return inject_context_into_carrier({})
+
+    headers = {transform(k): v for k, v in call().items()}
+    (client_span,) = client.finished_spans()
+
+    @ht_trace  # no tracer given: the one named for the request is used
+    def handle() -> None:
+        pass
+
+    with with_distributed_trace_context(headers, server):
+        handle()
+    (s,) = server.finished_spans()
+    assert s["trace_id"] == client_span["trace_id"]
+    assert s["parent_span_id"] == client_span["span_id"]
+    assert s["parent_is_remote"] is True
+    a = s["attributes"]
+    assert (a["honeyhive.session_id"], a["honeyhive.project"], a["honeyhive.source"]) == (
+        client.session_id,
+        "client-p",
+        "client",
+    )
+
+
+def test_werkzeug_and_starlette_header_objects(memory_tracer: HoneyHiveTracer) -> None:
+    from starlette.datastructures import Headers as StarletteHeaders
+    from werkzeug.datastructures import Headers as WerkzeugHeaders
+
+    raw = [("Traceparent", TP), ("Baggage", "session_id=S1")]
+    for carrier in (
+        WerkzeugHeaders(raw),
+        StarletteHeaders(raw=[(k.lower().encode(), v.encode()) for k, v in raw]),
+        {"type": "http", "headers": [(k.lower().encode(), v.encode()) for k, v in raw]},
+        raw,
+        [(k.encode(), v.encode()) for k, v in raw],
+    ):
+        ctx = extract_context_from_carrier(carrier)
+        assert format(trace.get_current_span(ctx).get_span_context().trace_id, "032x") == TRACE
+        assert baggage.get_baggage("session_id", ctx) == "S1"
+
+
+def test_several_baggage_headers_are_combined(memory_tracer: HoneyHiveTracer) -> None:
+    ctx = extract_context_from_carrier([("baggage", "session_id=S"), ("Baggage", "project=P")])
+    assert baggage.get_all(ctx) == {"session_id": "S", "project": "P"}
+
+
+def test_percent_decoding_and_properties(memory_tracer: HoneyHiveTracer) -> None:
+    ctx = extract_context_from_carrier({"baggage": "session_id=a%20b;ttl=3, project=p%2Cq"})
+    assert baggage.get_all(ctx) == {"session_id": "a b", "project": "p,q"}
+
+
+def test_async_with_and_asyncio_run_keep_the_session(make_tracer: Make) -> None:
+    t = make_tracer(test_mode=True)
+
+    @ht_trace
+    async def agent() -> str:
+        await asyncio.sleep(0)
+        return str(baggage.get_baggage("session_id"))
+
+    async def handler() -> str:
+        async with with_distributed_trace_context({"traceparent": TP, "baggage": "session_id=R"}):
+            return await agent()
+
+    assert asyncio.run(handler()) == "R"
+    # A sync handler that starts an event loop: no re-attachment needed.
+    with with_distributed_trace_context({"traceparent": TP, "baggage": "session_id=R2"}):
+        assert asyncio.run(agent()) == "R2"
+    for s in t.finished_spans():
+        assert s["trace_id"] == TRACE and s["parent_span_id"] == PARENT
+    assert [s["attributes"]["honeyhive.session_id"] for s in t.finished_spans()] == ["R", "R2"]
+
+
+# -- inject / extract (reference §8 B) ---------------------------------------------------
+
+
+def test_inject_outside_any_span_carries_the_session_only(make_tracer: Make) -> None:
+    t = make_tracer(test_mode=True, project="p")
+    carrier = inject_context_into_carrier({})
+    assert "traceparent" not in carrier
+    assert carrier["baggage"] == f"session_id={t.session_id},project=p,source=dev"
+    assert "tracer_id" not in carrier["baggage"]
+
+
+def test_inject_inside_a_plain_span_carries_the_session(make_tracer: Make) -> None:
+    t = make_tracer(test_mode=True)
+    with t.start_as_current_span("plain") as span:
+        carrier = t.inject({})
+    ctx = span.get_span_context()
+    assert carrier["traceparent"] == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01"
+    assert f"session_id={t.session_id}" in carrier["baggage"]  # HoneyHive omits it here
+
+
+def test_inject_keeps_existing_keys_and_forwards_other_baggage(
+    memory_tracer: HoneyHiveTracer,
+) -> None:
+    token = context.attach(baggage.set_baggage("tenant", "acme co"))
+    try:
+        carrier = inject_context_into_carrier({"Authorization": "x", "Baggage": "stale=1"})
+    finally:
+        context.detach(token)
+    assert carrier["Authorization"] == "x"
+    assert "Baggage" not in carrier  # replaced, not duplicated in another case
+    assert carrier["baggage"].startswith("tenant=acme%20co,session_id=")
+
+
+def test_extract_is_never_attached_and_link_unlink(make_tracer: Make) -> None:
+    t = make_tracer(test_mode=True)
+    before = context.get_current()
+    ctx = t.extract({"traceparent": TP, "baggage": "session_id=E"})
+    assert context.get_current() == before
+    token = context.attach(ctx)
+    try:
+        with t.start_as_current_span("child"):
+            pass
+    finally:
+        context.detach(token)
+    s = t.finished_spans()[0]
+    assert (s["trace_id"], s["parent_span_id"]) == (TRACE, PARENT)
+    assert s["attributes"]["honeyhive.session_id"] == "E"
+    tok = t.link({"traceparent": TP})
+    assert format(trace.get_current_span().get_span_context().span_id, "016x") == PARENT
+    t.unlink(tok)
+    assert context.get_current() == before
+
+
+def test_global_propagator_is_honeytraces_and_works_with_the_otel_api(
+    memory_tracer: HoneyHiveTracer,
+) -> None:
+    assert isinstance(propagate.get_global_textmap(), honeytrace.HoneyTracePropagator)
+    ctx = propagate.extract({"Traceparent": TP, "BAGGAGE": "honeyhive_session_id=X"})
+    assert format(trace.get_current_span(ctx).get_span_context().trace_id, "032x") == TRACE
+    assert baggage.get_all(ctx) == {"session_id": "X"}
+    with memory_tracer.start_as_current_span("s"):
+        out: dict[str, str] = {}
+        propagate.inject(out)
+    assert "traceparent" in out and f"session_id={memory_tracer.session_id}" in out["baggage"]
+
+    class ListSetter:
+        def set(self, carrier: list[tuple[str, str]], key: str, value: str) -> None:
+            carrier.append((key, value))
+
+    pairs: list[tuple[str, str]] = []
+    propagate.inject(pairs, setter=ListSetter())  # type: ignore[arg-type]
+    assert [k for k, _ in pairs] == ["baggage"]
+
+
+# -- trust policy and validation ----------------------------------------------------------
+
+
+def test_trust_restart_starts_a_new_trace_linked_to_the_caller(make_tracer: Make) -> None:
+    t = make_tracer(test_mode=True)
+
+    @ht_trace
+    def handle() -> None:
+        pass
+
+    with with_distributed_trace_context(
+        {"traceparent": TP, "baggage": "session_id=S"}, trust="restart"
+    ):
+        handle()
+    (s,) = t.finished_spans()
+    assert s["trace_id"] != TRACE and s["parent_span_id"] is None
+    assert s["links"][0]["trace_id"] == TRACE and s["links"][0]["span_id"] == PARENT
+    assert s["links"][0]["attributes"] == {"honeytrace.link": "restarted"}
+    assert s["attributes"]["honeyhive.session_id"] == "S"  # a valid session is kept
+
+
+def test_trust_ignore_drops_the_incoming_context(make_tracer: Make) -> None:
+    t = make_tracer(test_mode=True, trust="ignore")
+    with with_distributed_trace_context({"traceparent": TP, "baggage": "session_id=attacker"}):
+        with t.start_as_current_span("s"):
+            assert baggage.get_baggage("session_id") is None
+    s = t.finished_spans()[0]
+    assert s["trace_id"] != TRACE
+    assert s["attributes"]["honeyhive.session_id"] == t.session_id
+    assert t.stats()["contexts_ignored"] >= 1
+
+
+def test_trust_from_the_environment(make_tracer: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HH_TRUST", "restart")
+    t = make_tracer(test_mode=True)
+    with with_distributed_trace_context({"traceparent": TP}, t):
+        with t.start_as_current_span("s"):
+            pass
+    assert t.finished_spans()[0]["trace_id"] != TRACE
+    with pytest.raises(ValueError, match="continue, restart or ignore"):
+        HoneyHiveTracer.init(test_mode=True, trust="sometimes")
+    with pytest.raises(ValueError, match="trust"):
+        with_distributed_trace_context({}, trust="maybe")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["a%0Ab", "x" * 300, "tab%09in"],
+    ids=["control-char", "too-long", "tab"],
+)
+def test_invalid_incoming_sessions_are_dropped_and_counted(make_tracer: Make, bad: str) -> None:
+    t = make_tracer(test_mode=True)
+    before = t.stats()["incoming_rejected"]
+    with with_distributed_trace_context({"baggage": f"session_id={bad},project=ok"}, t):
+        with t.start_as_current_span("s"):
+            pass
+    a = t.finished_spans()[0]["attributes"]
+    assert a["honeyhive.session_id"] == t.session_id
+    assert a["honeyhive.project"] == "ok"
+    assert t.stats()["incoming_rejected"] == before + 1
+
+
+def test_cloud_mode_requires_uuid_sessions(make_tracer: Make, receiver: Any) -> None:
+    t = make_tracer(api_key="k", server_url=receiver.url)
+    ctx = extract_context_from_carrier({"baggage": "session_id=not-a-uuid"}, t)
+    assert baggage.get_baggage("session_id", ctx) is None
+    good = "123E4567-E89B-12D3-A456-426614174000"
+    ctx = extract_context_from_carrier({"baggage": f"session_id={good}"}, t)
+    assert baggage.get_baggage("session_id", ctx) == good.lower()
+
+
+def test_signed_sessions(make_tracer: Make) -> None:
+    secret = "shared-secret-of-enough-length"
+    client = make_tracer(test_mode=True, baggage_secret=secret, session_id="sess-ok")
+    server = make_tracer(test_mode=True, baggage_secret=secret)
+    with client.start_as_current_span("call"):
+        headers = client.inject({})
+    assert (
+        f"session_id=sess-ok;sig={honeytrace._core.sign_session(secret, 'sess-ok')}"
+        in headers["baggage"]
+    )
+    ok = server.extract(headers)
+    assert baggage.get_baggage("session_id", ok) == "sess-ok"
+    forged = headers["baggage"].replace("sess-ok", "sess-evil")
+    unsigned = "session_id=sess-ok"
+    before = server.stats()
+    assert baggage.get_baggage("session_id", server.extract({"baggage": forged})) is None
+    assert baggage.get_baggage("session_id", server.extract({"baggage": unsigned})) is None
+    after = server.stats()
+    assert after["sessions_forged"] == before["sessions_forged"] + 1
+    assert after["sessions_unsigned"] == before["sessions_unsigned"] + 1
+    with pytest.raises(ValueError, match="at least 16"):
+        HoneyHiveTracer.init(test_mode=True, baggage_secret="short")
+
+
+def test_forged_sessions_under_ignore_and_restart(make_tracer: Make) -> None:
+    t = make_tracer(test_mode=True, baggage_secret="shared-secret-of-enough-length")
+    forged = {"traceparent": TP, "baggage": "session_id=victim;sig=AAAAAAAAAAAAAAAAAAAAAA"}
+    for trust in ("ignore", "restart"):
+        with with_distributed_trace_context(forged, t, trust=trust):
+            with t.start_as_current_span(trust):
+                pass
+    for s in t.finished_spans():
+        assert s["attributes"]["honeyhive.session_id"] == t.session_id
+        assert s["trace_id"] != TRACE
+
+
+# -- property tests ------------------------------------------------------------------------
+
+header_text = st.text(max_size=300)
+header_names = st.sampled_from(
+    ["traceparent", "Traceparent", "TRACESTATE", "baggage", "Baggage", "x-other", "HTTP_BAGGAGE"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.one_of(header_names, st.text(max_size=20)), header_text, max_size=6))
+def test_extract_never_raises_and_always_gives_a_context(carrier: dict[str, str]) -> None:
+    ctx = extract_context_from_carrier(carrier)
+    assert isinstance(ctx, context.Context)
+    span_ctx = trace.get_current_span(ctx).get_span_context()
+    assert not span_ctx.is_valid or (span_ctx.trace_id != 0 and span_ctx.span_id != 0)
+    for k, v in baggage.get_all(ctx).items():
+        assert isinstance(k, str) and isinstance(v, str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.from_regex(
+        r"[0-9a-fA-F]{2}-[0-9a-f]{0,33}-[0-9a-f]{0,17}-[0-9a-f]{0,3}.{0,5}", fullmatch=True
+    )
+)
+def test_traceparent_fuzz(value: str) -> None:
+    ctx = extract_context_from_carrier({"traceparent": value})
+    sc = trace.get_current_span(ctx).get_span_context()
+    if sc.is_valid:
+        # Accepted only when the ids are exactly the ones written in the header.
+        assert value[3:35] == format(sc.trace_id, "032x")
+        assert value[36:52] == format(sc.span_id, "016x")
+        assert value[:2].lower() != "ff"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=40)), max_size=80))
+def test_baggage_roundtrip(entries: list[tuple[str, str]]) -> None:
+    ctx = context.get_current()
+    for k, v in entries:
+        ctx = baggage.set_baggage(k, v, ctx)
+    token = context.attach(ctx)
+    try:
+        carrier = inject_context_into_carrier({})
+    finally:
+        context.detach(token)
+    back = baggage.get_all(extract_context_from_carrier(carrier))
+    sent = baggage.get_all(ctx)
+    # Every entry that fits the W3C limits and has a valid key comes back unchanged.
+    for k, v in back.items():
+        if k not in ("session_id", "project", "source"):
+            assert sent[k] == v
+
+
+def test_a_one_megabyte_baggage_header_is_rejected_and_counted(
+    memory_tracer: HoneyHiveTracer,
+) -> None:
+    before = memory_tracer.stats()["baggage_dropped"]
+    huge = "k=" + "v" * (1 << 20) + ",session_id=late"
+    ctx = extract_context_from_carrier({"baggage": "first=1," + huge})
+    assert baggage.get_all(ctx) == {"first": "1"}
+    assert memory_tracer.stats()["baggage_dropped"] == before + 2
