@@ -827,8 +827,9 @@ pub fn parse(kwargs: &Bound<'_, PyDict>, env: HashMap<String, String>) -> CResul
         "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
         "OTEL_EXPORTER_OTLP_COMPRESSION",
     ];
+    // OTLP's default is no compression; HoneyHive cloud (over the internet) gets gzip.
     let gzip = match r.raw("otlp_compression", &compression_envs) {
-        None => true,
+        None => mode == Mode::Cloud,
         Some((_, o)) => {
             let s = r
                 .string("otlp_compression", &compression_envs)?

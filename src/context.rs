@@ -15,7 +15,64 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// Python objects the engine needs, handed over once by `honeytrace/__init__.py`.
+/// CPython's ContextVar C functions. They are not in the stable ABI our abi3 wheel is
+/// built against, but every CPython since 3.7 exports them with these signatures, so
+/// we look them up once at import (and fall back to method calls when absent). They
+/// save a tuple and a method lookup per attach, detach and read: three per traced call.
+type VarGetFn = unsafe extern "C" fn(
+    *mut pyo3::ffi::PyObject,
+    *mut pyo3::ffi::PyObject,
+    *mut *mut pyo3::ffi::PyObject,
+) -> std::os::raw::c_int;
+type VarSetFn = unsafe extern "C" fn(
+    *mut pyo3::ffi::PyObject,
+    *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject;
+type VarResetFn =
+    unsafe extern "C" fn(*mut pyo3::ffi::PyObject, *mut pyo3::ffi::PyObject) -> std::os::raw::c_int;
+
+#[derive(Clone, Copy)]
+struct FastVar {
+    get: VarGetFn,
+    set: VarSetFn,
+    reset: VarResetFn,
+}
+
+#[cfg(unix)]
+fn lookup_fast_var() -> Option<FastVar> {
+    // SAFETY: dlsym with RTLD_DEFAULT only reads the process's symbol tables; the
+    // transmutes give each symbol the signature CPython documents for it.
+    unsafe {
+        let sym = |name: &[u8]| libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr().cast());
+        let (g, s, r) = (
+            sym(b"PyContextVar_Get\0"),
+            sym(b"PyContextVar_Set\0"),
+            sym(b"PyContextVar_Reset\0"),
+        );
+        if g.is_null() || s.is_null() || r.is_null() {
+            return None;
+        }
+        Some(FastVar {
+            get: std::mem::transmute::<*mut libc::c_void, VarGetFn>(g),
+            set: std::mem::transmute::<*mut libc::c_void, VarSetFn>(s),
+            reset: std::mem::transmute::<*mut libc::c_void, VarResetFn>(r),
+        })
+    }
+}
+
+#[cfg(not(unix))]
+fn lookup_fast_var() -> Option<FastVar> {
+    None
+}
+
 pub struct Bridge {
+    /// `Context.tp_new` (dict's), to make an empty Context without going through the
+    /// type call, argument tuple and `__init__` (stable ABI: PyType_GetSlot).
+    context_new: Option<pyo3::ffi::newfunc>,
+    empty_tuple: Py<PyAny>,
+    /// The ContextVar itself, when it is a real `contextvars.ContextVar` and the C
+    /// functions were found.
+    fast: Option<(FastVar, Py<PyAny>)>,
     pub span_key: Py<PyString>,
     pub baggage_key: Py<PyString>,
     pub context_type: Py<PyAny>,
@@ -76,9 +133,40 @@ pub fn _install_bridge(
         }
     };
     let (var_get, var_set, var_reset) = (var_get.unbind(), var_set.unbind(), var_reset.unbind());
+    let is_context_var = match &var {
+        Some(v) => {
+            let cv = py.import("contextvars")?.getattr("ContextVar")?;
+            v.bind(py).get_type().is(&cv)
+        }
+        None => false,
+    };
+    let fast = match (&var, is_context_var) {
+        (Some(v), true) => lookup_fast_var().map(|f| (f, v.clone_ref(py))),
+        _ => None,
+    };
+    // SAFETY: `context_type` is a heap type (a Python class); the slot is read-only.
+    let context_new = unsafe {
+        let t = context_type
+            .bind(py)
+            .cast::<pyo3::types::PyType>()?
+            .as_type_ptr();
+        let slot = pyo3::ffi::PyType_GetSlot(t, pyo3::ffi::Py_tp_new);
+        if slot.is_null() {
+            None
+        } else {
+            Some(std::mem::transmute::<
+                *mut std::os::raw::c_void,
+                pyo3::ffi::newfunc,
+            >(slot))
+        }
+    };
+    let empty_tuple = pyo3::types::PyTuple::empty(py).into_any().unbind();
     let _ = BRIDGE.set(
         py,
         Bridge {
+            context_new,
+            empty_tuple,
+            fast,
             span_key,
             baggage_key,
             context_type,
@@ -100,19 +188,49 @@ pub fn _install_bridge(
 impl Bridge {
     /// The current Python Context (a dict subclass).
     pub fn current<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some((f, var)) = &self.fast {
+            let mut out: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+            // SAFETY: attached to the interpreter; `out` receives a new reference.
+            let rc = unsafe { (f.get)(var.as_ptr(), std::ptr::null_mut(), &mut out) };
+            if rc == 0 && !out.is_null() {
+                // SAFETY: a new reference returned by PyContextVar_Get.
+                return Ok(unsafe { Bound::from_owned_ptr(py, out) });
+            }
+            if let Some(e) = PyErr::take(py) {
+                return Err(e);
+            }
+        }
         self.var_get.bind(py).call0()
     }
 
     /// Make `ctx` current; the token must be given back to `detach` in the same context.
     pub fn attach<'py>(&self, ctx: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        self.var_set.bind(ctx.py()).call1((ctx,))
+        let py = ctx.py();
+        if let Some((f, var)) = &self.fast {
+            // SAFETY: attached; PyContextVar_Set returns a new reference or NULL.
+            let token = unsafe { (f.set)(var.as_ptr(), ctx.as_ptr()) };
+            if token.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            // SAFETY: a new reference returned by PyContextVar_Set.
+            return Ok(unsafe { Bound::from_owned_ptr(py, token) });
+        }
+        self.var_set.bind(py).call1((ctx,))
     }
 
     /// Restore the context before `attach`. Never raises into user code: a token from
     /// another context (which our own wrappers never produce) is logged and counted.
     pub fn detach(&self, token: &Bound<'_, PyAny>) {
         let py = token.py();
-        if let Err(e) = self.var_reset.bind(py).call1((token,)) {
+        let result = match &self.fast {
+            // SAFETY: attached; PyContextVar_Reset returns -1 with an exception set.
+            Some((f, var)) => match unsafe { (f.reset)(var.as_ptr(), token.as_ptr()) } {
+                0 => Ok(()),
+                _ => Err(PyErr::fetch(py)),
+            },
+            None => self.var_reset.bind(py).call1((token,)).map(|_| ()),
+        };
+        if let Err(e) = result {
             DETACH_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             crate::diag::warn_limited(
                 "detach-failed",
@@ -130,7 +248,24 @@ impl Bridge {
         baggage: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cur.py();
-        let ctx = self.context_type.bind(py).call1((cur,))?;
+        let ctx = match self.context_new {
+            // SAFETY: attached; tp_new of a dict subclass returns a new empty instance
+            // (or NULL with an exception); PyDict_Merge copies `cur` into it at C level.
+            Some(new) if cur.is_instance_of::<PyDict>() => unsafe {
+                let t = self
+                    .context_type
+                    .bind(py)
+                    .as_ptr()
+                    .cast::<pyo3::ffi::PyTypeObject>();
+                let obj = new(t, self.empty_tuple.as_ptr(), std::ptr::null_mut());
+                let obj = Bound::from_owned_ptr_or_err(py, obj)?;
+                if pyo3::ffi::PyDict_Merge(obj.as_ptr(), cur.as_ptr(), 1) != 0 {
+                    return Err(PyErr::fetch(py));
+                }
+                obj
+            },
+            _ => self.context_type.bind(py).call1((cur,))?,
+        };
         let d = ctx.cast::<PyDict>()?;
         d.set_item(self.span_key.bind(py), span)?;
         if let Some(b) = baggage {

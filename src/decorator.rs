@@ -15,8 +15,8 @@ use crate::processor::{is_stamp_key, shared, Explicit, Incoming};
 use crate::serialize::{self, JsonWriter};
 use crate::span::PySpan;
 use crate::tracer::{default_core, Core, TracerCore};
-use opentelemetry::trace::{SpanBuilder, SpanKind, Status, TraceContextExt, Tracer as _};
-use opentelemetry::{Context, Key, KeyValue, Value};
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::{Key, KeyValue, Value};
 use pyo3::exceptions::{PyException, PyGeneratorExit, PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -368,25 +368,24 @@ impl TraceSpec {
             Some(n) => Cow::Borrowed(n),
             None => Cow::Owned(self.name.to_string()),
         };
-        let mut builder = SpanBuilder::from_name(name)
-            .with_kind(SpanKind::Internal)
-            .with_attributes(attrs);
+        let mut links = Vec::new();
         if parent.is_root() {
             if let Some(remote) = crate::propagation::restart_link(b, &cur) {
-                builder = builder.with_links(vec![opentelemetry::trace::Link::new(
-                    remote,
-                    vec![KeyValue::new("honeytrace.link", "restarted")],
-                    0,
-                )]);
+                links.push(crate::tracer::restart_link_of(remote));
             }
         }
-        let parent_cx = match parent.span_context() {
-            Some(sc) => Context::new().with_remote_span_context(sc.clone()),
-            None => Context::new(),
-        };
-        let sdk_span = core.tracer().build_with_context(builder, &parent_cx);
-        crate::export::Stats::add(&core.stats.started, 1);
-        let span = Py::new(py, PySpan::new(sdk_span, Some(core.clone()), true, true))?;
+        let span = core.begin_span(
+            &core.scope,
+            name,
+            SpanKind::Internal,
+            &parent,
+            attrs,
+            links,
+            None,
+            true,
+            true,
+        );
+        let span = Py::new(py, span)?;
 
         let new_bag = self.child_baggage(py, &core, &incoming, bag.as_ref())?;
         let ctx = b.child(&cur, span.bind(py).as_any(), new_bag.as_ref())?;
@@ -505,12 +504,11 @@ fn qualified_type(ty: &Bound<'_, PyType>) -> String {
 }
 
 fn finish_ok(span: &PySpan, result: &Bound<'_, PyAny>, capture: bool, budget: usize) {
+    let mut kv = Vec::new();
     if capture {
-        let mut kv = Vec::with_capacity(1);
         capture_into(OUTPUT_KEY, result, budget, &mut kv);
-        span.set_many(kv);
     }
-    span.end_at(None);
+    span.end_with(kv);
 }
 
 /// A decorated sync function: a Rust callable (no Python frame of ours per call).

@@ -16,6 +16,20 @@ mod tracer;
 
 use pyo3::prelude::*;
 
+// Spans are allocated on the caller's thread and freed on the export thread; glibc's
+// malloc serialises those cross-thread frees on an arena lock, which the benchmark
+// showed on the caller's hot path. mimalloc frees across threads without that lock.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Entry points for the Rust micro-benchmarks in `benches/rust` (not a public API).
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::propagation::baggage::{encode as encode_baggage, parse as parse_baggage};
+    pub use crate::propagation::traceparent::parse as parse_traceparent;
+    pub use crate::serialize::to_json_text;
+}
+
 /// The number of internal errors (contained panics) so far, process-wide.
 #[pyfunction]
 fn internal_errors() -> u64 {

@@ -7,6 +7,8 @@
 //! allow-listed baggage keys as `baggage.<k>`. Every span gets a session id.
 //!
 //! At end (`HoneyHiveProcessor::on_end`): span-name filters, then the export queue.
+//! (Spans are built as the SDK's `SpanData` directly, so the engine calls this rather
+//! than the SDK's `SpanProcessor` trait.)
 //!
 //! At export (`prepare`, on the background thread): attributes de-duplicated and the
 //! event type inferred from the span's final attributes.
@@ -15,15 +17,13 @@ use crate::attributes;
 use crate::config::{Config, NameMatcher};
 use crate::export::{Pipeline, Stats};
 use opentelemetry::trace::SpanKind;
-use opentelemetry::{Context, Key, KeyValue, StringValue, Value};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+use opentelemetry::{Key, KeyValue, StringValue, Value};
+use opentelemetry_sdk::trace::SpanData;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub const SESSION_ID: Key = Key::from_static_str("honeyhive.session_id");
 pub const PROJECT: Key = Key::from_static_str("honeyhive.project");
@@ -120,8 +120,9 @@ impl Stamper {
     }
 
     pub fn read_baggage(&self, bag: Option<&Bound<'_, PyDict>>) -> Arc<Incoming> {
+        static EMPTY: std::sync::OnceLock<Arc<Incoming>> = std::sync::OnceLock::new();
         let Some(bag) = bag.filter(|b| !b.is_empty()) else {
-            return Arc::new(Incoming::default());
+            return EMPTY.get_or_init(|| Arc::new(Incoming::default())).clone();
         };
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -246,37 +247,43 @@ pub fn is_stamp_key(key: &str) -> bool {
 
 /// HoneyHive event type from a span's attributes (reference §4.3 rule 8), minus the
 /// span-name heuristic, which labels ordinary functions as `model` (reference bug 13).
+#[cfg(test)]
 pub fn infer_event_type(attrs: &[KeyValue]) -> &'static str {
-    let get = |k: &str| {
-        attrs
-            .iter()
-            .rev()
-            .find(|kv| kv.key.as_str() == k)
-            .map(|kv| kv.value.as_str().into_owned())
-    };
-    if let Some(op) = get("gen_ai.operation.name") {
-        match op.as_str() {
+    let mut op = None;
+    let mut oi = None;
+    let mut llm = false;
+    for kv in attrs {
+        match kv.key.as_str() {
+            "gen_ai.operation.name" => op = Some(&kv.value),
+            "openinference.span.kind" => oi = Some(&kv.value),
+            "gen_ai.request.model"
+            | "gen_ai.system"
+            | "llm.request.model"
+            | "llm.model_name"
+            | "gen_ai.response.model" => llm = true,
+            _ => {}
+        }
+    }
+    event_type_from(op, oi, llm)
+}
+
+fn event_type_from(op: Option<&Value>, oi: Option<&Value>, llm: bool) -> &'static str {
+    if let Some(op) = op {
+        match op.as_str().as_ref() {
             "chat" | "text_completion" | "generate_content" | "embeddings" => return "model",
             "invoke_agent" | "create_agent" | "invoke_workflow" => return "chain",
             "execute_tool" | "retrieval" => return "tool",
             _ => {}
         }
     }
-    if let Some(kind) = get("openinference.span.kind") {
-        return match kind.to_ascii_uppercase().as_str() {
+    if let Some(kind) = oi {
+        return match kind.as_str().to_ascii_uppercase().as_str() {
             "LLM" => "model",
             "CHAIN" | "AGENT" => "chain",
             _ => "tool",
         };
     }
-    const LLM_KEYS: [&str; 5] = [
-        "gen_ai.request.model",
-        "gen_ai.system",
-        "llm.request.model",
-        "llm.model_name",
-        "gen_ai.response.model",
-    ];
-    if attrs.iter().any(|kv| LLM_KEYS.contains(&kv.key.as_str())) {
+    if llm {
         return "model";
     }
     "tool"
@@ -285,43 +292,76 @@ pub fn infer_event_type(attrs: &[KeyValue]) -> &'static str {
 /// Final touches on the export path (background thread): de-duplicate, add the
 /// `session.id` and traceloop twins of the session stamps, copy `*_raw` attributes to
 /// unset base keys, set the event type when absent, and `honeyhive_duration_ms`.
+/// One classification pass over the attributes.
 pub fn prepare(span: &mut SpanData) {
     attributes::dedup(&mut span.attributes);
-    let mut extra: Vec<KeyValue> = Vec::new();
-    for (base, twins) in [
-        (&SESSION_ID, &[OTEL_SESSION_ID, TL_SESSION_ID][..]),
-        (&PROJECT, &[TL_PROJECT][..]),
-        (&SOURCE, &[TL_SOURCE][..]),
-        (&PARENT_ID, &[TL_PARENT_ID][..]),
-    ] {
-        if let Some(v) = find(&span.attributes, base) {
-            for t in twins {
-                if !has(&span.attributes, t) {
-                    extra.push(KeyValue::new(t.clone(), v.clone()));
+    let attrs = &span.attributes;
+    let (mut sid, mut project, mut source, mut parent) = (None, None, None, None);
+    let (mut otel_sid, mut tl_sid, mut tl_project, mut tl_source, mut tl_parent) =
+        (false, false, false, false, false);
+    let (mut event_type, mut duration, mut any_raw, mut llm) = (false, false, false, false);
+    let (mut op, mut oi) = (None, None);
+    for (i, kv) in attrs.iter().enumerate() {
+        match kv.key.as_str() {
+            "honeyhive.session_id" => sid = Some(i),
+            "honeyhive.project" => project = Some(i),
+            "honeyhive.source" => source = Some(i),
+            "honeyhive.parent_id" => parent = Some(i),
+            "session.id" => otel_sid = true,
+            "traceloop.association.properties.session_id" => tl_sid = true,
+            "traceloop.association.properties.project" => tl_project = true,
+            "traceloop.association.properties.source" => tl_source = true,
+            "traceloop.association.properties.parent_id" => tl_parent = true,
+            "honeyhive_event_type" => event_type = true,
+            "honeyhive_duration_ms" => duration = true,
+            "gen_ai.operation.name" => op = Some(i),
+            "openinference.span.kind" => oi = Some(i),
+            "gen_ai.request.model"
+            | "gen_ai.system"
+            | "llm.request.model"
+            | "llm.model_name"
+            | "gen_ai.response.model" => llm = true,
+            k if k.ends_with("_raw") => any_raw = true,
+            _ => {}
+        }
+    }
+    let mut extra: Vec<KeyValue> = Vec::with_capacity(7);
+    let twin = |extra: &mut Vec<KeyValue>, idx: Option<usize>, present: bool, key: &Key| {
+        if let (Some(i), false) = (idx, present) {
+            extra.push(KeyValue::new(key.clone(), attrs[i].value.clone()));
+        }
+    };
+    twin(&mut extra, sid, otel_sid, &OTEL_SESSION_ID);
+    twin(&mut extra, sid, tl_sid, &TL_SESSION_ID);
+    twin(&mut extra, project, tl_project, &TL_PROJECT);
+    twin(&mut extra, source, tl_source, &TL_SOURCE);
+    twin(&mut extra, parent, tl_parent, &TL_PARENT_ID);
+    if any_raw {
+        for kv in attrs {
+            if let Some(base) = kv.key.as_str().strip_suffix("_raw") {
+                if !base.is_empty() && !attrs.iter().any(|o| o.key.as_str() == base) {
+                    extra.push(KeyValue::new(base.to_string(), kv.value.clone()));
                 }
             }
         }
     }
-    for kv in &span.attributes {
-        if let Some(base) = kv.key.as_str().strip_suffix("_raw") {
-            if !base.is_empty() && !span.attributes.iter().any(|o| o.key.as_str() == base) {
-                extra.push(KeyValue::new(base.to_string(), kv.value.clone()));
-            }
-        }
+    if !event_type {
+        let t = event_type_from(
+            op.map(|i| &attrs[i].value),
+            oi.map(|i| &attrs[i].value),
+            llm,
+        );
+        extra.push(KeyValue::new(EVENT_TYPE, t));
     }
-    span.attributes.extend(extra);
-    if !has(&span.attributes, &EVENT_TYPE) {
-        let t = infer_event_type(&span.attributes);
-        span.attributes.push(KeyValue::new(EVENT_TYPE, t));
-    }
-    if !has(&span.attributes, &DURATION_MS) {
+    if !duration {
         let ms = span
             .end_time
             .duration_since(span.start_time)
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(0.0);
-        span.attributes.push(KeyValue::new(DURATION_MS, ms));
+        extra.push(KeyValue::new(DURATION_MS, ms));
     }
+    span.attributes.extend(extra);
 }
 
 pub fn kind_name(kind: &SpanKind) -> &'static str {
@@ -370,28 +410,15 @@ impl HoneyHiveProcessor {
     }
 }
 
-impl SpanProcessor for HoneyHiveProcessor {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {
-        // Stamps are computed by `Stamper` before the span is built: they need the
-        // Python context (baggage), which the SDK's Rust Context does not carry.
-    }
-
-    fn on_end(&self, span: SpanData) {
+impl HoneyHiveProcessor {
+    /// A span ended: filters, then the export pipeline (O(1), never blocks).
+    pub fn on_end(&self, span: SpanData) {
         Stats::add(&self.stats.ended, 1);
         if (!self.include.is_empty() || !self.exclude.is_empty()) && self.filtered(&span.name) {
             Stats::add(&self.stats.filtered, 1);
             return;
         }
         self.pipeline.push(span);
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        // Flushing goes through `Pipeline::flush` with the GIL released.
-        Ok(())
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
     }
 }
 

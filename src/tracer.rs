@@ -13,20 +13,20 @@ use crate::export::{Exporter, ExporterFactory, Pipeline, Stats};
 use crate::ids::{self, ForkSafeIdGenerator};
 use crate::processor::{self, HoneyHiveProcessor, Stamper};
 use crate::session::{client_headers, Job, RestClient};
-use crate::span::{ns_to_time, PySpan};
-use opentelemetry::trace::{
-    Link, SpanBuilder, SpanContext, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
-};
-use opentelemetry::{Context, InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanLimits};
+use crate::span::{ns_to_time, PySpan, Recording};
+use opentelemetry::trace::{Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{IdGenerator, SpanData, SpanEvents, SpanLimits, SpanLinks};
 use opentelemetry_sdk::Resource;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
 pub const SDK_NAME: &str = "honeytrace";
@@ -49,12 +49,14 @@ pub struct Core {
     pub id: u64,
     pub bag: BaggageDefaults,
     pub cfg: Config,
-    pub provider: SdkTracerProvider,
     pub pipeline: Arc<Pipeline>,
     pub stats: Arc<Stats>,
     pub stamper: Stamper,
     pub resource: Resource,
-    default_tracer: SdkTracer,
+    processor: HoneyHiveProcessor,
+    limits: SpanLimits,
+    /// The tracer's own instrumentation scope ("honeytrace").
+    pub scope: InstrumentationScope,
 }
 
 fn build_resource(cfg: &Config) -> Resource {
@@ -164,50 +166,108 @@ impl Core {
             max_links_per_span: cfg.max_links,
             ..SpanLimits::default()
         };
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_id_generator(ForkSafeIdGenerator)
-            .with_span_limits(limits)
-            .with_resource(resource.clone())
-            .build();
-        let default_tracer = provider.tracer_with_scope(
-            InstrumentationScope::builder(SDK_NAME)
-                .with_version(VERSION)
-                .build(),
-        );
         let stamper = Stamper::new(&cfg);
         Arc::new(Core {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             bag,
             cfg,
-            provider,
             pipeline,
             stats,
             stamper,
             resource,
-            default_tracer,
+            processor,
+            limits,
+            scope: InstrumentationScope::builder(SDK_NAME)
+                .with_version(VERSION)
+                .build(),
         })
-    }
-
-    /// The tracer's own instrumentation scope ("honeytrace").
-    pub fn tracer(&self) -> &SdkTracer {
-        &self.default_tracer
     }
 
     pub fn is_live(&self) -> bool {
         self.cfg.mode != Mode::Disabled && !self.pipeline.is_shut_down()
     }
 
-    fn scoped_tracer(&self, scope: &InstrumentationScope) -> SdkTracer {
-        self.provider.tracer_with_scope(scope.clone())
+    /// Begin a span: ids, parent-based sampling (a root or a sampled parent records;
+    /// an unsampled parent's children do not), and the SDK's span limits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn begin_span(
+        self: &Arc<Self>,
+        scope: &InstrumentationScope,
+        name: Cow<'static, str>,
+        kind: SpanKind,
+        parent: &Parent,
+        mut attrs: Vec<KeyValue>,
+        mut links: Vec<Link>,
+        start: Option<SystemTime>,
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> PySpan {
+        let ids = ForkSafeIdGenerator;
+        let (trace_id, flags, state, parent_id, parent_remote) = match parent.span_context() {
+            Some(p) => (
+                p.trace_id(),
+                p.trace_flags(),
+                p.trace_state().clone(),
+                p.span_id(),
+                p.is_remote(),
+            ),
+            None => (
+                ids.new_trace_id(),
+                TraceFlags::SAMPLED,
+                TraceState::default(),
+                SpanId::INVALID,
+                false,
+            ),
+        };
+        let sc = SpanContext::new(trace_id, ids.new_span_id(), flags, false, state);
+        if !flags.is_sampled() {
+            return PySpan::remote(sc, Some(self.clone()));
+        }
+        let max_attrs = self.limits.max_attributes_per_span as usize;
+        let dropped_attrs = attrs.len().saturating_sub(max_attrs) as u32;
+        attrs.truncate(max_attrs);
+        let mut span_links = SpanLinks::default();
+        let max_links = self.limits.max_links_per_span as usize;
+        span_links.dropped_count = links.len().saturating_sub(max_links) as u32;
+        links.truncate(max_links);
+        span_links.links = links;
+        let start_time = start.unwrap_or_else(SystemTime::now);
+        Stats::add(&self.stats.started, 1);
+        let data = SpanData {
+            span_context: sc,
+            parent_span_id: parent_id,
+            parent_span_is_remote: parent_remote,
+            span_kind: kind,
+            name,
+            start_time,
+            end_time: start_time,
+            attributes: attrs,
+            dropped_attributes_count: dropped_attrs,
+            events: SpanEvents::default(),
+            links: span_links,
+            status: Status::Unset,
+            instrumentation_scope: scope.clone(),
+        };
+        PySpan::recording(
+            Recording::new(data, self.limits),
+            self.clone(),
+            record_exception,
+            set_status_on_exception,
+        )
     }
 
-    /// Start a span under the parent found in `ctx` (the current context if None).
+    /// End a recorded span and hand it to the processor.
+    pub fn finish(&self, mut rec: Recording, end: Option<SystemTime>) {
+        rec.data.end_time = end.unwrap_or_else(SystemTime::now);
+        self.processor.on_end(rec.data);
+    }
+
+    /// Start a span under the parent found in `ctx` (OpenTelemetry API path).
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         self: &Arc<Self>,
         py: Python<'_>,
-        tracer: &SdkTracer,
+        scope: &InstrumentationScope,
         name: String,
         ctx: &Bound<'_, PyAny>,
         parent: Parent,
@@ -230,38 +290,23 @@ impl Core {
         let incoming = self.stamper.read_baggage(bag.as_ref());
         self.stamper
             .stamp(&mut attrs, &incoming, &processor::Explicit::default());
-
-        let mut builder = SpanBuilder::from_name(name)
-            .with_kind(kind)
-            .with_attributes(attrs);
-        if let Some(t) = start_time {
-            builder = builder.with_start_time(ns_to_time(t));
-        }
         let mut all_links = links
             .filter(|l| !l.is_none())
             .map(convert_links)
             .unwrap_or_default();
         if parent.is_root() {
             if let Some(remote) = crate::propagation::restart_link(b, ctx) {
-                all_links.push(Link::new(
-                    remote,
-                    vec![KeyValue::new("honeytrace.link", "restarted")],
-                    0,
-                ));
+                all_links.push(restart_link_of(remote));
             }
         }
-        if !all_links.is_empty() {
-            builder = builder.with_links(all_links);
-        }
-        let parent_cx = match parent.span_context() {
-            Some(sc) => Context::new().with_remote_span_context(sc.clone()),
-            None => Context::new(),
-        };
-        let span = tracer.build_with_context(builder, &parent_cx);
-        Stats::add(&self.stats.started, 1);
-        Ok(PySpan::new(
-            span,
-            Some(self.clone()),
+        Ok(self.begin_span(
+            scope,
+            Cow::Owned(name),
+            kind,
+            &parent,
+            attrs,
+            all_links,
+            start_time.map(ns_to_time),
             record_exception,
             set_status_on_exception,
         ))
@@ -294,6 +339,15 @@ impl Core {
             Mode::Disabled => "nowhere (tracing disabled)".to_string(),
         }
     }
+}
+
+/// The link a restarted incoming context adds to its first span.
+pub fn restart_link_of(remote: SpanContext) -> Link {
+    Link::new(
+        remote,
+        vec![KeyValue::new("honeytrace.link", "restarted")],
+        0,
+    )
 }
 
 fn convert_links(links: &Bound<'_, PyAny>) -> Vec<Link> {
@@ -353,12 +407,27 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     default: None,
 });
 
+/// Bumped whenever the registry changes; threads cache the default tracer per generation.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static DEFAULT_CACHE: std::cell::RefCell<(u64, Option<Arc<Core>>)> =
+        const { std::cell::RefCell::new((0, None)) };
+}
+
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Lock the registry to change it (invalidates every thread's cached default).
+fn registry_mut() -> std::sync::MutexGuard<'static, Registry> {
+    let g = registry();
+    GENERATION.fetch_add(1, Ordering::Release);
+    g
+}
+
 fn register(core: &Arc<Core>) {
-    let mut r = registry();
+    let mut r = registry_mut();
     r.cores.push(core.clone());
     if r.default.is_none() {
         r.default = Some(core.id);
@@ -368,6 +437,25 @@ fn register(core: &Arc<Core>) {
 /// The default tracer: the one `set_default_tracer` chose (or the first), while it is
 /// live; otherwise the oldest live one.
 pub fn default_core() -> Option<Arc<Core>> {
+    // Hot path (every root span): a thread-local cache, refreshed when the registry
+    // changed or the cached tracer was shut down.
+    let generation = GENERATION.load(Ordering::Acquire);
+    let cached = DEFAULT_CACHE.with(|c| {
+        let c = c.borrow();
+        (c.0 == generation)
+            .then(|| c.1.clone())
+            .flatten()
+            .filter(|core| core.is_live())
+    });
+    if cached.is_some() {
+        return cached;
+    }
+    let found = lookup_default();
+    DEFAULT_CACHE.with(|c| *c.borrow_mut() = (generation, found.clone()));
+    found
+}
+
+fn lookup_default() -> Option<Arc<Core>> {
     let r = registry();
     if let Some(id) = r.default {
         if let Some(c) = r.cores.iter().find(|c| c.id == id && c.is_live()) {
@@ -396,26 +484,11 @@ pub struct TracerCore {
 pub struct ScopedTracer {
     scope: InstrumentationScope,
     fixed: Option<Arc<Core>>,
-    cache: Mutex<Vec<(u64, SdkTracer)>>,
 }
 
 impl ScopedTracer {
     fn new(scope: InstrumentationScope, fixed: Option<Arc<Core>>) -> Self {
-        ScopedTracer {
-            scope,
-            fixed,
-            cache: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn tracer_for(&self, core: &Arc<Core>) -> SdkTracer {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, t)) = cache.iter().find(|(id, _)| *id == core.id) {
-            return t.clone();
-        }
-        let t = core.scoped_tracer(&self.scope);
-        cache.push((core.id, t.clone()));
-        t
+        ScopedTracer { scope, fixed }
     }
 }
 
@@ -478,10 +551,9 @@ impl ScopedTracer {
                 let Some(core) = core else {
                     return Ok(PySpan::non_recording(SpanContext::empty_context()));
                 };
-                let tracer = self.tracer_for(&core);
                 core.start(
                     py,
-                    &tracer,
+                    &self.scope,
                     name,
                     &ctx,
                     parent,
@@ -793,7 +865,7 @@ impl TracerCore {
                 let parent = parent_of(b, &ctx);
                 self.core.start(
                     py,
-                    &self.core.default_tracer,
+                    &self.core.scope,
                     name,
                     &ctx,
                     parent,
@@ -819,12 +891,12 @@ impl TracerCore {
         let t = Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
         let p = self.core.pipeline.clone();
         let ok = py.detach(move || p.shutdown(t));
-        registry().cores.retain(|c| c.id != self.core.id);
+        registry_mut().cores.retain(|c| c.id != self.core.id);
         ok
     }
 
     fn make_default(&self) {
-        registry().default = Some(self.core.id);
+        registry_mut().default = Some(self.core.id);
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -956,6 +1028,6 @@ pub fn shutdown_all(py: Python<'_>, timeout: Option<f64>) -> bool {
             .collect();
         results.into_iter().all(|ok| ok)
     });
-    registry().cores.clear();
+    registry_mut().cores.clear();
     ok
 }

@@ -71,17 +71,21 @@ def test_spans_reach_the_receiver_exactly(
         assert s["resource"]["honeyhive.project"] == "shop"
         assert s["scope"] == "honeytrace"
     req = receiver.delivered()[0]
-    assert req.headers["content-encoding"] == "gzip"
+    assert "content-encoding" not in req.headers  # OTLP's default: no compression
     assert req.headers["user-agent"].startswith("honeytrace/")
 
 
-def test_uncompressed_when_asked(receiver: Receiver, make_tracer: Make) -> None:
-    t = make_tracer(otlp_endpoint=receiver.url, otlp_compression="none")
-    with t.start_as_current_span("s"):
+@pytest.mark.parametrize("protocol", ["http/protobuf", "http/json"])
+def test_gzip_when_asked(protocol: str, receiver: Receiver, make_tracer: Make) -> None:
+    t = make_tracer(otlp_endpoint=receiver.url, otlp_compression="gzip", otlp_protocol=protocol)
+    with t.start_as_current_span("zipped"):
         pass
     assert t.flush(10)
-    receiver.wait_for_spans(1)
-    assert "content-encoding" not in receiver.delivered()[0].headers
+    (span,) = receiver.wait_for_spans(1)
+    req = receiver.delivered()[0]
+    assert req.headers["content-encoding"] == "gzip"
+    assert req.raw_size < len(req.body)  # the receiver really had to inflate it
+    assert span["name"] == "zipped"
 
 
 def test_attributes_set_twice_are_exported_once(receiver: Receiver, make_tracer: Make) -> None:
@@ -262,6 +266,7 @@ def test_honeyhive_cloud_mode_paths_headers_and_bodies(
     }
 
     otlp = next(r for r in receiver.requests if r.path == "/opentelemetry/v1/traces")
+    assert otlp.headers["content-encoding"] == "gzip"  # over the internet: compressed
     assert otlp.headers["authorization"] == "Bearer hh-key"
     assert otlp.headers["x-source"] == "staging"
     assert otlp.headers["hh-client-package"] == "honeytrace"

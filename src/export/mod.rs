@@ -9,6 +9,7 @@
 //!   state is leaked on purpose, as dropping it could wait on that dead thread.
 
 pub mod console;
+pub mod encode;
 pub mod file;
 pub mod memory;
 pub mod otlp;
@@ -230,8 +231,11 @@ fn spawn(factory: &ExporterFactory, batch: &BatchConfig, stats: &Arc<Stats>) -> 
 fn run(shared: &'static Shared, mut exporter: Box<dyn Exporter>, mut rest: Option<RestClient>) {
     let batch_size = shared.batch.max_export_batch_size.max(1);
     let delay = shared.batch.schedule_delay;
+    // Double buffering: under the lock the queue is swapped for this (empty) one in
+    // O(1), so callers pushing spans never wait while a batch is copied out.
+    let mut taken: VecDeque<SpanData> = VecDeque::with_capacity(batch_size);
     loop {
-        let (batch, jobs, flush_exporter, deadline) = {
+        let (jobs, flush_exporter, deadline, due, oldest) = {
             let mut st = shared.lock();
             loop {
                 let flushing = st.flush_target > st.processed || st.jobs_target > st.jobs_done;
@@ -272,39 +276,56 @@ fn run(shared: &'static Shared, mut exporter: Box<dyn Exporter>, mut rest: Optio
                 }
             }
             let jobs: Vec<Job> = st.jobs.drain(..).collect();
-            let n = st.queue.len().min(batch_size);
-            let batch: Vec<SpanData> = st.queue.drain(..n).collect();
-            st.oldest_at = if st.queue.is_empty() {
-                None
-            } else {
-                Some(Instant::now())
-            };
-            let flush_exporter = st.queue.is_empty()
-                && (st.exporter_flushes_wanted > st.exporter_flushes_done || st.shutdown);
-            let now = Instant::now();
-            let mut deadline = now + shared.batch.export_timeout;
+            // Partial batches go out only when something asks for them: a flush, a
+            // shutdown, or the schedule delay since the oldest span.
+            let oldest = st.oldest_at;
+            let due = st.flush_target > st.processed
+                || st.exporter_flushes_wanted > st.exporter_flushes_done
+                || st.shutdown
+                || oldest.is_some_and(|t| t + delay <= Instant::now());
+            std::mem::swap(&mut st.queue, &mut taken);
+            st.oldest_at = None;
+            let flush_exporter =
+                st.exporter_flushes_wanted > st.exporter_flushes_done || st.shutdown;
+            let mut deadline = Instant::now() + shared.batch.export_timeout;
             if let Some(d) = st.shutdown_deadline {
                 deadline = deadline.min(d);
             }
-            (batch, jobs, flush_exporter, deadline)
+            (jobs, flush_exporter, deadline, due, oldest)
         };
 
-        let past_deadline = Instant::now() >= deadline;
         let ctl = ExportCtl { shared, deadline };
-
         let n_jobs = jobs.len() as u64;
         for job in jobs {
             match rest.as_mut() {
-                Some(client) if !past_deadline => client.run(&job, &ctl),
+                Some(client) if Instant::now() < deadline => client.run(&job, &ctl),
                 _ => Stats::add(&shared.stats.api_calls_failed, 1),
             }
         }
+        if n_jobs > 0 {
+            shared.lock().jobs_done += n_jobs;
+        }
 
-        let n = batch.len() as u64;
-        if n > 0 {
-            if past_deadline {
+        while !taken.is_empty() {
+            if !due && taken.len() < batch_size {
+                // Not due yet: the remainder goes back ahead of newer spans.
+                let mut st = shared.lock();
+                while let Some(span) = taken.pop_back() {
+                    st.queue.push_front(span);
+                }
+                st.oldest_at = oldest.or(st.oldest_at);
+                break;
+            }
+            let batch: Vec<SpanData> = taken.drain(..taken.len().min(batch_size)).collect();
+            let n = batch.len() as u64;
+            let deadline = match shared.lock().shutdown_deadline {
+                Some(d) => d.min(Instant::now() + shared.batch.export_timeout),
+                None => Instant::now() + shared.batch.export_timeout,
+            };
+            if Instant::now() >= deadline {
                 Stats::add(&shared.stats.dropped_at_shutdown, n);
             } else {
+                let ctl = ExportCtl { shared, deadline };
                 let result = diag::shield(
                     "span export",
                     || Err("exporter panicked".to_string()),
@@ -323,15 +344,17 @@ fn run(shared: &'static Shared, mut exporter: Box<dyn Exporter>, mut rest: Optio
                     }
                 }
             }
+            shared.lock().processed += n;
+            shared.done.notify_all();
         }
+
         if flush_exporter {
             diag::shield("exporter flush", || (), || exporter.flush());
         }
 
         let mut st = shared.lock();
-        st.processed += n;
-        st.jobs_done += n_jobs;
-        if flush_exporter {
+        // A flush is complete only once the exporter flushed after the queue emptied.
+        if flush_exporter && st.queue.is_empty() {
             st.exporter_flushes_done = st.exporter_flushes_wanted;
         }
         let finished = st.shutdown && st.queue.is_empty() && st.jobs.is_empty();
@@ -448,7 +471,15 @@ impl Pipeline {
                 }
                 if st.queue.len() >= shared.batch.max_queue_size {
                     drop(st);
-                    Stats::add(&self.stats.dropped_queue_full, 1);
+                    let dropped = self
+                        .stats
+                        .dropped_queue_full
+                        .fetch_add(1, Ordering::Relaxed);
+                    // The drop path stays cheap under overload: only every 1024th drop
+                    // reaches the (time-rate-limited) logger.
+                    if dropped % 1024 != 0 {
+                        return;
+                    }
                     diag::warn_limited(
                         "queue-full",
                         &format!(

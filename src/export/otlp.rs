@@ -224,6 +224,8 @@ pub fn send_with_retry(
 
 pub struct OtlpExporter {
     agent: ureq::Agent,
+    resource_kvs: Vec<opentelemetry::KeyValue>,
+    scratch: Vec<u8>,
     endpoint: String,
     headers: Vec<(String, String)>,
     protocol: Protocol,
@@ -260,6 +262,11 @@ impl OtlpExporter {
         );
         OtlpExporter {
             agent: agent(s.connect_timeout),
+            resource_kvs: resource
+                .iter()
+                .map(|(k, v)| opentelemetry::KeyValue::new(k.clone(), v.clone()))
+                .collect(),
+            scratch: Vec::new(),
             endpoint: s.endpoint.clone(),
             headers,
             protocol: s.protocol,
@@ -269,14 +276,25 @@ impl OtlpExporter {
         }
     }
 
-    fn body(&self, batch: Vec<SpanData>) -> Result<Vec<u8>, String> {
-        let req = encode_request(batch, &self.resource);
+    fn body(&mut self, mut batch: Vec<SpanData>) -> Result<Vec<u8>, String> {
         let raw = match self.protocol {
-            Protocol::HttpProtobuf => req.encode_to_vec(),
-            Protocol::HttpJson => serde_json::to_vec(&req).map_err(|e| e.to_string())?,
+            Protocol::HttpProtobuf => {
+                for span in &mut batch {
+                    crate::processor::prepare(span);
+                }
+                let mut buf = std::mem::take(&mut self.scratch);
+                super::encode::request(&batch, &self.resource_kvs, &mut buf);
+                buf
+            }
+            Protocol::HttpJson => {
+                let req = encode_request(batch, &self.resource);
+                serde_json::to_vec(&req).map_err(|e| e.to_string())?
+            }
         };
         if self.gzip {
-            gzip(&raw)
+            let z = gzip(&raw);
+            self.scratch = raw;
+            z
         } else {
             Ok(raw)
         }
