@@ -36,8 +36,12 @@ VENV = HERE / ".venv"
 SINK_BIN = HERE / "rust" / "target" / "release" / "otlp_sink"
 PEERS = [
     "honeyhive==1.7.0",
-    "opentelemetry-sdk==1.45.2",
-    "opentelemetry-exporter-otlp-proto-http==1.45.2",
+    # 1.45.1, not the tests' 1.45.2: the contrib instrumentations (0.66b1, the newest)
+    # pin the semantic-conventions package that goes with 1.45.1.
+    "opentelemetry-sdk==1.45.1",
+    "opentelemetry-exporter-otlp-proto-http==1.45.1",
+    "opentelemetry-instrumentation-flask==0.66b1",
+    "opentelemetry-instrumentation-asgi==0.66b1",
     "langfuse",
     "flask",
     "gunicorn",
@@ -61,8 +65,8 @@ def bootstrap(args: argparse.Namespace) -> None:
     if not py.exists():
         sh(sys.executable, "-m", "venv", str(VENV))
         sh(str(py), "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-        sh(str(py), "-m", "pip", "install", "--quiet", *PEERS)
     if not args.no_build:
+        sh(str(py), "-m", "pip", "install", "--quiet", *PEERS)
         # Release build of the current tree (pip builds with maturin in release mode).
         sh(str(py), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps", str(REPO))
         sh(str(py), "-m", "pip", "install", "--quiet", str(REPO))  # its dependencies
@@ -286,19 +290,22 @@ def run_throughput(args: argparse.Namespace, report: list[str]) -> None:
         sps = statistics.median(r["spans_per_s"] for r in rounds)
         delivered = sum(r["delivered"] for r in rounds)
         sent = sum(r["sent"] for r in rounds)
-        dropped = rounds[-1]["dropped"]
+        # honeytrace counts its drops; for the SDK, what never reached the receiver.
+        dropped = rounds[-1]["dropped"] if rounds[-1]["dropped"] >= 0 else sent - delivered
         cpu = statistics.median(r["bg_cpu_ns_per_span"] for r in rounds)
         lines.append(
-            f"| {c} | {sps:,.0f} | {delivered:,} / {sent:,} | {dropped} | {cpu / 1000:.2f} µs |"
+            f"| {c} | {sps:,.0f} | {delivered:,} / {sent:,} | {dropped:,} | {cpu / 1000:.2f} µs |"
         )
     table = "\n".join(lines)
     print(table + "\n")
     report.append(
         "### 5. Export throughput\n\n"
-        f"{n:,} spans started and ended as fast as one Python thread can, then `flush()`:"
-        " spans per second from the first span to the flush, counted by the receiver;"
-        " CPU time of the export thread (`honeytrace-export` / the SDK's"
-        " `OtelBatchSpanProcessor`) per delivered span. Default settings.\n\n" + table + "\n"
+        f"{n:,} spans started and ended as fast as one Python thread can, then `flush()`,"
+        " three rounds: spans per second from the first span to the end of the flush,"
+        " counted by the receiver; spans dropped (honeytrace's counter; for the SDK, those"
+        " that never arrived); CPU time of the export thread (`honeytrace-export` / the"
+        " SDK's `OtelBatchSpanRecordProcessor`) per delivered span. Default settings"
+        " (honeytrace: queue 16,384; the SDK: queue 2,048).\n\n" + table + "\n"
     )
 
 
@@ -382,7 +389,8 @@ def run_memory(args: argparse.Namespace, report: list[str]) -> None:
                 w.close()
                 lines.append(
                     f"| {c} | {label} | {r['rss_before_mb']:.0f} MB | {r['rss_after_mb']:.0f} MB |"
-                    f" {r['dropped']} | {r['queued']} |"
+                    f" {r['dropped'] if r['dropped'] >= 0 else 'not counted'} |"
+                    f" {r['queued'] if r['queued'] >= 0 else 'not reported'} |"
                 )
     table = "\n".join(lines)
     print(table + "\n")
@@ -401,6 +409,42 @@ def run_web(args: argparse.Namespace, report: list[str]) -> None:
         table = run_web_benchmarks(url, quick=args.quick)
     print(table + "\n")
     report.append("### 7. Web apps under load\n\n" + table + "\n")
+
+
+def run_micro(args: argparse.Namespace, report: list[str]) -> None:
+    """The criterion micro-benchmarks of benches/rust (parsers, attribute conversion,
+    the JSON writer), summarised from criterion's own output."""
+    import re
+
+    print("[micro]", flush=True)
+    manifest = str(HERE / "rust" / "Cargo.toml")
+    timing = ["--warm-up-time", "1", "--measurement-time", "2" if args.quick else "5"]
+    out = subprocess.run(
+        ["cargo", "bench", "--quiet", "--manifest-path", manifest, "--", *timing],
+        capture_output=True,
+        text=True,
+    )
+    rows = []
+    name = ""
+    for line in out.stdout.splitlines():
+        m = re.search(r"time:\s+\[(\S+ \S+) (\S+ \S+) (\S+ \S+)\]", line)
+        head = line.split("time:")[0].strip()
+        if head and not line.startswith(" "):
+            name = head
+        if m and name:
+            rows.append(f"| `{name}` | {m.group(2)} | {m.group(1)} – {m.group(3)} |")
+            name = ""
+    if not rows:
+        print(out.stderr[-2000:])
+        return
+    table = "| benchmark | time (estimate) | 95% interval |\n|---|---:|---:|\n" + "\n".join(rows)
+    print(table + "\n")
+    report.append(
+        "### 9. Rust micro-benchmarks\n\n"
+        "criterion, on the engine's own functions (`cargo bench --manifest-path"
+        " benches/rust/Cargo.toml`): W3C traceparent and baggage parsing, Python value to"
+        " attribute conversion, and the JSON writer that captures arguments.\n\n" + table + "\n"
+    )
 
 
 # -- report --------------------------------------------------------------------------------
@@ -514,6 +558,8 @@ def main() -> None:
         run_web(args, report)
     if want("memory"):
         run_memory(args, report)
+    if want("micro"):
+        run_micro(args, report)
 
     cmd = (
         "python benches/run.py"

@@ -42,14 +42,19 @@ def loop(fn: Callable[[], Any], n: int) -> int:
 
 
 def thread_cpu(name_prefix: str) -> float:
-    """CPU seconds of this process's threads whose name starts with ``name_prefix``."""
+    """CPU seconds of this process's threads named ``name_prefix...``: native threads by
+    their OS name (honeytrace's export thread), Python threads by their thread name
+    (the SDK's BatchSpanProcessor worker, which the OS knows only as "python")."""
+    import threading
+
+    tids = {t.native_id for t in threading.enumerate() if t.name.startswith(name_prefix)}
     total = 0
     tick = os.sysconf("SC_CLK_TCK")
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/comm") as f:
                 comm = f.read().strip()
-            if not comm.startswith(name_prefix[:15]):
+            if not comm.startswith(name_prefix[:15]) and int(tid) not in tids:
                 continue
             with open(f"/proc/self/task/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
@@ -122,7 +127,7 @@ def setup_otel() -> dict[str, Any]:
         "decorate": decorate,
         "span": span,
         "flush": lambda: provider.force_flush(60_000),
-        "stats": lambda: {"export_cpu_s": thread_cpu("OtelBatchSpanProcessor")},
+        "stats": lambda: {"export_cpu_s": thread_cpu("OtelBatchSpan")},
         "dtc": DTC,
         "inject": inject,
         "tracer": tracer,

@@ -15,10 +15,7 @@ pub static INVALID_VALUES: AtomicU64 = AtomicU64::new(0);
 
 fn scalar(v: &Bound<'_, PyAny>) -> Option<Value> {
     if let Ok(s) = v.cast::<PyString>() {
-        return s
-            .to_cow()
-            .ok()
-            .map(|s| Value::String(s.into_owned().into()));
+        return Some(Value::String(crate::pystr::text(s).into_owned().into()));
     }
     // bool before int: bool is an int subclass.
     if let Ok(b) = v.cast::<PyBool>() {
@@ -45,7 +42,7 @@ fn sequence(items: Vec<Bound<'_, PyAny>>) -> Option<Value> {
         let mut out = Vec::with_capacity(items.len());
         for it in &items {
             out.push(StringValue::from(
-                it.cast::<PyString>().ok()?.to_cow().ok()?.into_owned(),
+                crate::pystr::text(it.cast::<PyString>().ok()?).into_owned(),
             ));
         }
         return Some(Value::Array(Array::String(out)));
@@ -81,10 +78,10 @@ fn sequence(items: Vec<Bound<'_, PyAny>>) -> Option<Value> {
 /// API misuse must not raise into the user's code.
 pub fn lenient_text(obj: &Bound<'_, PyAny>) -> String {
     match obj.cast::<PyString>() {
-        Ok(s) => s.to_string_lossy().into_owned(),
+        Ok(s) => crate::pystr::text(s).into_owned(),
         Err(_) => obj
             .str()
-            .map(|s| s.to_string_lossy().into_owned())
+            .map(|s| crate::pystr::text(&s).into_owned())
             .unwrap_or_else(|_| "<unnamed>".to_string()),
     }
 }
@@ -136,7 +133,7 @@ pub fn from_mapping(attrs: &Bound<'_, PyAny>, out: &mut Vec<KeyValue>) {
             INVALID_VALUES.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let Ok(key) = key.to_cow() else { continue };
+        let key = crate::pystr::text(key);
         match to_value(&v) {
             Some(value) => out.push(KeyValue::new(Key::new(key.into_owned()), value)),
             None => {
@@ -257,7 +254,7 @@ pub fn captured(value: &Bound<'_, PyAny>, budget: usize) -> Option<Value> {
         return None;
     }
     if let Ok(s) = value.cast::<PyString>() {
-        let s = s.to_string_lossy();
+        let s = crate::pystr::text(s);
         return Some(Value::String(budget_str(&s, budget).into()));
     }
     if let Ok(b) = value.cast::<PyBool>() {
@@ -319,7 +316,7 @@ fn flatten_inner(
             d.iter()
                 .map(|(k, v)| {
                     let k = match k.cast::<PyString>() {
-                        Ok(s) => s.to_string_lossy().into_owned(),
+                        Ok(s) => crate::pystr::text(s).into_owned(),
                         Err(_) => k.str().map(|s| s.to_string()).unwrap_or_default(),
                     };
                     (k, v)

@@ -248,7 +248,19 @@ impl Bridge {
         baggage: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cur.py();
-        let ctx = match self.context_new {
+        let ctx = self.copy_of(cur)?;
+        let d = ctx.cast::<PyDict>()?;
+        d.set_item(self.span_key.bind(py), span)?;
+        if let Some(b) = baggage {
+            d.set_item(self.baggage_key.bind(py), b)?;
+        }
+        Ok(ctx)
+    }
+
+    /// A new Context with the entries of `cur`, to be filled before anyone sees it.
+    pub fn copy_of<'py>(&self, cur: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = cur.py();
+        Ok(match self.context_new {
             // SAFETY: attached; tp_new of a dict subclass returns a new empty instance
             // (or NULL with an exception); PyDict_Merge copies `cur` into it at C level.
             Some(new) if cur.is_instance_of::<PyDict>() => unsafe {
@@ -265,13 +277,7 @@ impl Bridge {
                 obj
             },
             _ => self.context_type.bind(py).call1((cur,))?,
-        };
-        let d = ctx.cast::<PyDict>()?;
-        d.set_item(self.span_key.bind(py), span)?;
-        if let Some(b) = baggage {
-            d.set_item(self.baggage_key.bind(py), b)?;
-        }
-        Ok(ctx)
+        })
     }
 
     pub fn get<'py>(
@@ -421,4 +427,57 @@ pub fn baggage_of<'py>(bridge: &Bridge, ctx: &Bound<'py, PyAny>) -> Option<Bound
     bridge
         .get(ctx, &bridge.baggage_key)
         .and_then(|b| b.cast_into::<PyDict>().ok())
+}
+
+/// An awaitable that is already done: what `__aenter__`/`__aexit__` return when the
+/// work happened synchronously in the call (no coroutine object, no event-loop hop).
+#[pyclass(module = "honeytrace._core", name = "_Ready")]
+pub struct Ready {
+    value: Option<Py<PyAny>>,
+}
+
+impl Ready {
+    pub fn new(value: Option<Py<PyAny>>) -> Ready {
+        Ready { value }
+    }
+}
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<()> {
+        let v = self.value.take().unwrap_or_else(|| py.None());
+        Err(pyo3::exceptions::PyStopIteration::new_err((v,)))
+    }
+
+    fn send(&mut self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.__next__(py)
+    }
+
+    #[pyo3(signature = (exc, _value=None, _tb=None))]
+    fn throw(
+        &mut self,
+        exc: &Bound<'_, PyAny>,
+        _value: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        Err(
+            if exc.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+                PyErr::from_value(exc.clone())
+            } else {
+                PyErr::from_value(exc.call0()?)
+            },
+        )
+    }
+
+    fn close(&mut self) {
+        self.value = None;
+    }
 }

@@ -697,7 +697,7 @@ impl CallScope {
                 if st.all_text {
                     match item.cast::<PyString>() {
                         Ok(s) if st.text.len() <= self.budget => {
-                            st.text.push_str(&s.to_string_lossy())
+                            st.text.push_str(&crate::pystr::text(s))
                         }
                         Ok(_) => {}
                         Err(_) => st.all_text = false,

@@ -9,7 +9,9 @@ mod export;
 mod ids;
 mod processor;
 mod propagation;
+mod pystr;
 mod serialize;
+mod server;
 mod session;
 mod span;
 mod tracer;
@@ -25,6 +27,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Entry points for the Rust micro-benchmarks in `benches/rust` (not a public API).
 #[doc(hidden)]
 pub mod __bench {
+    pub use crate::attributes::{captured, flatten, from_mapping, to_value};
     pub use crate::propagation::baggage::{encode as encode_baggage, parse as parse_baggage};
     pub use crate::propagation::traceparent::parse as parse_traceparent;
     pub use crate::serialize::to_json_text;
@@ -58,6 +61,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decorator::set_redactor, m)?)?;
     m.add_function(wrap_pyfunction!(decorator::enrich, m)?)?;
     m.add_class::<propagation::DistributedContext>()?;
+    m.add_class::<server::WsgiMiddleware>()?;
+    m.add_class::<tracer::CurrentSpan>()?;
+    m.add_class::<server::AsgiTracing>()?;
+    m.add_class::<server::AsgiRequest>()?;
     m.add_function(wrap_pyfunction!(propagation::extract, m)?)?;
     m.add_function(wrap_pyfunction!(propagation::inject, m)?)?;
     m.add_function(wrap_pyfunction!(propagation::py_sign_session, m)?)?;

@@ -87,8 +87,8 @@ fn text(v: Option<Bound<'_, PyAny>>) -> Option<String> {
         return None;
     }
     let s = match v.cast::<PyString>() {
-        Ok(s) => s.to_string_lossy().into_owned(),
-        Err(_) => v.str().ok()?.to_string_lossy().into_owned(),
+        Ok(s) => crate::pystr::text(s).into_owned(),
+        Err(_) => crate::pystr::text(&v.str().ok()?).into_owned(),
     };
     (!s.is_empty()).then_some(s)
 }

@@ -65,20 +65,30 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
 }
 
 fn push_json_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Copy runs of bytes that need no escaping in one go; the bytes that do are all
+    // ASCII, so every cut is on a char boundary.
+    let mut start = 0;
+    for (i, &c) in s.as_bytes().iter().enumerate() {
+        let esc = match c {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{:04x}", c);
+        } else {
+            out.push_str(esc);
         }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -169,7 +179,7 @@ impl JsonWriter {
     fn fallback(&mut self, obj: &Bound<'_, PyAny>) {
         match obj.repr() {
             Ok(r) => {
-                let r = r.to_string_lossy();
+                let r = crate::pystr::text(&r);
                 self.string(&r);
             }
             Err(_) => {
@@ -215,14 +225,16 @@ impl JsonWriter {
                 self.marker();
                 break;
             }
-            let key = match k.cast::<PyString>() {
-                Ok(s) => s.to_string_lossy().into_owned(),
-                Err(_) => k
-                    .str()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            };
-            self.string(&key);
+            match k.cast::<PyString>() {
+                Ok(s) => self.string(&crate::pystr::text(s)),
+                Err(_) => {
+                    let key = k
+                        .str()
+                        .map(|s| crate::pystr::text(&s).into_owned())
+                        .unwrap_or_default();
+                    self.string(&key);
+                }
+            }
             self.out.push(':');
             self.value(&v, depth + 1);
         }
@@ -251,7 +263,7 @@ impl JsonWriter {
     pub fn value(&mut self, obj: &Bound<'_, PyAny>, depth: usize) {
         let py = obj.py();
         if let Ok(s) = obj.cast::<PyString>() {
-            let s = s.to_string_lossy();
+            let s = crate::pystr::text(s);
             self.string(&s);
             return;
         }
@@ -267,7 +279,7 @@ impl JsonWriter {
                 }
                 // Arbitrary-precision integers are valid JSON numbers as digits.
                 Err(_) => match obj.str() {
-                    Ok(s) => self.out.push_str(&s.to_string_lossy()),
+                    Ok(s) => self.out.push_str(&crate::pystr::text(&s)),
                     Err(_) => self.fallback(obj),
                 },
             }
@@ -379,7 +391,7 @@ impl JsonWriter {
             || obj.is_instance(t.decimal.bind(py)).unwrap_or(false)
         {
             match obj.str() {
-                Ok(s) => self.string(&s.to_string_lossy()),
+                Ok(s) => self.string(&crate::pystr::text(&s)),
                 Err(_) => self.fallback(obj),
             }
             return;
@@ -497,7 +509,7 @@ impl JsonWriter {
 
     fn call_str(&mut self, obj: &Bound<'_, PyAny>, method: &Bound<'_, PyString>) {
         match obj.call_method0(method).and_then(|s| s.str()) {
-            Ok(s) => self.string(&s.to_string_lossy()),
+            Ok(s) => self.string(&crate::pystr::text(&s)),
             Err(_) => {
                 CONVERSION_ERRORS.fetch_add(1, Ordering::Relaxed);
                 self.fallback(obj);

@@ -150,7 +150,7 @@ impl PySpan {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn with_span(&self, f: impl FnOnce(&mut Recording)) {
+    pub(crate) fn with_span(&self, f: impl FnOnce(&mut Recording)) {
         diag::shield(
             "span update",
             || (),
@@ -327,7 +327,7 @@ impl PySpan {
         };
         match attributes::to_value(value) {
             Some(v) => {
-                let k = key.to_string_lossy().into_owned();
+                let k = crate::pystr::text(key).into_owned();
                 self.with_span(|s| s.set_attribute(KeyValue::new(k, v)));
             }
             None => {

@@ -281,19 +281,53 @@ impl Core {
         if !self.is_live() {
             return Ok(PySpan::non_recording(SpanContext::empty_context()));
         }
-        let b = bridge(py)?;
         let mut attrs: Vec<KeyValue> = Vec::new();
         if let Some(a) = attributes.filter(|a| !a.is_none()) {
             attributes::from_mapping(a, &mut attrs);
         }
+        let links = links
+            .filter(|l| !l.is_none())
+            .map(convert_links)
+            .unwrap_or_default();
+        self.start_kv(
+            py,
+            scope,
+            Cow::Owned(name),
+            ctx,
+            parent,
+            kind,
+            attrs,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+    }
+
+    /// `start` with attributes and links already converted (engine-side callers).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_kv(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        scope: &InstrumentationScope,
+        name: Cow<'static, str>,
+        ctx: &Bound<'_, PyAny>,
+        parent: Parent,
+        kind: SpanKind,
+        mut attrs: Vec<KeyValue>,
+        mut all_links: Vec<Link>,
+        start_time: Option<u64>,
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> PyResult<PySpan> {
+        if !self.is_live() {
+            return Ok(PySpan::non_recording(SpanContext::empty_context()));
+        }
+        let b = bridge(py)?;
         let bag = baggage_of(b, ctx);
         let incoming = self.stamper.read_baggage(bag.as_ref());
         self.stamper
             .stamp(&mut attrs, &incoming, &processor::Explicit::default());
-        let mut all_links = links
-            .filter(|l| !l.is_none())
-            .map(convert_links)
-            .unwrap_or_default();
         if parent.is_root() {
             if let Some(remote) = crate::propagation::restart_link(b, ctx) {
                 all_links.push(restart_link_of(remote));
@@ -301,7 +335,7 @@ impl Core {
         }
         Ok(self.begin_span(
             scope,
-            Cow::Owned(name),
+            name,
             kind,
             &parent,
             attrs,
@@ -513,26 +547,21 @@ fn scope_of(
     b.build()
 }
 
-#[pymethods]
 impl ScopedTracer {
-    #[pyo3(signature = (name, context=None, kind=None, attributes=None, links=None, start_time=None, record_exception=None, set_status_on_exception=None))]
+    /// The span `start_span` gives, with arguments already read.
     #[allow(clippy::too_many_arguments)]
-    fn start_span(
+    fn start_inner(
         &self,
         py: Python<'_>,
-        name: &Bound<'_, PyAny>,
+        name: String,
         context: Option<&Bound<'_, PyAny>>,
-        kind: Option<&Bound<'_, PyAny>>,
+        kind: SpanKind,
         attributes: Option<&Bound<'_, PyAny>>,
         links: Option<&Bound<'_, PyAny>>,
-        start_time: Option<&Bound<'_, PyAny>>,
-        record_exception: Option<&Bound<'_, PyAny>>,
-        set_status_on_exception: Option<&Bound<'_, PyAny>>,
+        start_time: Option<u64>,
+        record_exception: bool,
+        set_status_on_exception: bool,
     ) -> PyResult<PySpan> {
-        let name = attributes::lenient_text(name);
-        let start_time = attributes::lenient_ns(start_time);
-        let record_exception = flag(record_exception);
-        let set_status_on_exception = flag(set_status_on_exception);
         diag::shield(
             "start_span",
             || Ok(PySpan::non_recording(SpanContext::empty_context())),
@@ -557,7 +586,7 @@ impl ScopedTracer {
                     name,
                     &ctx,
                     parent,
-                    span_kind(kind),
+                    kind,
                     attributes,
                     links,
                     start_time,
@@ -567,10 +596,186 @@ impl ScopedTracer {
             },
         )
     }
+}
+
+#[pymethods]
+impl ScopedTracer {
+    #[pyo3(signature = (name, context=None, kind=None, attributes=None, links=None, start_time=None, record_exception=None, set_status_on_exception=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_span(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+        kind: Option<&Bound<'_, PyAny>>,
+        attributes: Option<&Bound<'_, PyAny>>,
+        links: Option<&Bound<'_, PyAny>>,
+        start_time: Option<&Bound<'_, PyAny>>,
+        record_exception: Option<&Bound<'_, PyAny>>,
+        set_status_on_exception: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PySpan> {
+        self.start_inner(
+            py,
+            attributes::lenient_text(name),
+            context,
+            span_kind(kind),
+            attributes,
+            links,
+            attributes::lenient_ns(start_time),
+            flag(record_exception),
+            flag(set_status_on_exception),
+        )
+    }
+
+    /// OpenTelemetry's `start_as_current_span`: a context manager (and decorator) that
+    /// starts the span on enter, makes it current, and on exit records an escaping
+    /// `Exception` (per the flags), restores the context and ends the span.
+    #[pyo3(signature = (name, context=None, kind=None, attributes=None, links=None, start_time=None, record_exception=None, set_status_on_exception=None, end_on_exit=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_as_current_span(
+        slf: Py<Self>,
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        context: Option<Py<PyAny>>,
+        kind: Option<&Bound<'_, PyAny>>,
+        attributes: Option<Py<PyAny>>,
+        links: Option<Py<PyAny>>,
+        start_time: Option<&Bound<'_, PyAny>>,
+        record_exception: Option<&Bound<'_, PyAny>>,
+        set_status_on_exception: Option<&Bound<'_, PyAny>>,
+        end_on_exit: Option<&Bound<'_, PyAny>>,
+    ) -> CurrentSpan {
+        let _ = py;
+        CurrentSpan {
+            args: Arc::new(CurrentSpanArgs {
+                tracer: slf,
+                name: attributes::lenient_text(name),
+                context: context.filter(|c| !c.is_none(py)),
+                kind: span_kind(kind),
+                attributes: attributes.filter(|a| !a.is_none(py)),
+                links: links.filter(|l| !l.is_none(py)),
+                start_time: attributes::lenient_ns(start_time),
+                record_exception: flag(record_exception),
+                set_status_on_exception: flag(set_status_on_exception),
+                end_on_exit: flag(end_on_exit),
+            }),
+            active: Mutex::new(Vec::new()),
+        }
+    }
 
     #[getter]
     fn name(&self) -> String {
         self.scope.name().to_string()
+    }
+}
+
+struct CurrentSpanArgs {
+    tracer: Py<ScopedTracer>,
+    name: String,
+    context: Option<Py<PyAny>>,
+    kind: SpanKind,
+    attributes: Option<Py<PyAny>>,
+    links: Option<Py<PyAny>>,
+    start_time: Option<u64>,
+    record_exception: bool,
+    set_status_on_exception: bool,
+    end_on_exit: bool,
+}
+
+/// What `Tracer.start_as_current_span` returns (see there).
+#[pyclass(module = "honeytrace._core", name = "CurrentSpan", frozen)]
+pub struct CurrentSpan {
+    args: Arc<CurrentSpanArgs>,
+    /// (span, context token) per active `with`, innermost last.
+    active: Mutex<Vec<(Py<PySpan>, Py<PyAny>)>>,
+}
+
+static AS_DECORATOR: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
+#[pymethods]
+impl CurrentSpan {
+    fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PySpan>> {
+        let a = &*self.args;
+        let span = a.tracer.get().start_inner(
+            py,
+            a.name.clone(),
+            a.context.as_ref().map(|c| c.bind(py)),
+            a.kind.clone(),
+            a.attributes.as_ref().map(|x| x.bind(py)),
+            a.links.as_ref().map(|x| x.bind(py)),
+            a.start_time,
+            a.record_exception,
+            a.set_status_on_exception,
+        )?;
+        let span = Bound::new(py, span)?;
+        let b = bridge(py)?;
+        let cur = b.current(py)?;
+        let ctx = b.child(&cur, span.as_any(), None)?;
+        let token = b.attach(&ctx)?;
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((span.clone().unbind(), token.unbind()));
+        Ok(span.unbind())
+    }
+
+    #[pyo3(signature = (exc_type=None, exc=None, tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        exc: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let _ = (exc_type, tb);
+        let Some((span, token)) = self.active.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        else {
+            return Ok(false);
+        };
+        bridge(py)?.detach(token.bind(py));
+        let s = span.get();
+        let a = &*self.args;
+        if let Some(e) = exc.filter(|e| e.is_instance_of::<pyo3::exceptions::PyException>()) {
+            if s.is_recording_now() {
+                if a.record_exception {
+                    s.record_exception_event(py, e, None, false);
+                }
+                if a.set_status_on_exception {
+                    let name = e
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default();
+                    let msg = e.str().map(|m| m.to_string()).unwrap_or_default();
+                    s.set_status_now(opentelemetry::trace::Status::error(format!(
+                        "{name}: {msg}"
+                    )));
+                }
+            }
+        }
+        if a.end_on_exit {
+            s.end_at(None);
+        }
+        Ok(false)
+    }
+
+    /// A fresh context manager with the same arguments (one per decorated call).
+    fn _recreate_cm(&self) -> CurrentSpan {
+        CurrentSpan {
+            args: self.args.clone(),
+            active: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Used as a decorator: each call (or each awaited coroutine) in its own span.
+    fn __call__(slf: Py<Self>, py: Python<'_>, func: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        let helper = AS_DECORATOR.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+            Ok(py
+                .import("honeytrace._otel")?
+                .getattr("_as_decorator")?
+                .unbind())
+        })?;
+        Ok(helper.bind(py).call1((slf, func))?.unbind())
     }
 }
 

@@ -27,6 +27,7 @@ from honeytrace import (
     bind_context,
     inject_context_into_carrier,
     instrument_threads,
+    set_default_tracer,
     uninstrument_threads,
     with_distributed_trace_context,
 )
@@ -543,3 +544,98 @@ def test_restart_policy_per_middleware(make_tracer: Make) -> None:
     (s,) = server.finished_spans()
     assert s["trace_id"] != "0af7651916cd43dd8448eb211c80319c" and s["parent_span_id"] is None
     assert s["links"][0]["span_id"] == "b7ad6b7169203331"
+
+
+def _server_spans(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [s for s in spans if s["kind"] == "SERVER"]
+
+
+@pytest.mark.parametrize("native_tracing", [True, False])
+def test_fastapi_one_server_span_per_request(make_tracer: Make, native_tracing: bool) -> None:
+    """FastAPI's built-in telemetry already makes the request's SERVER span through
+    honeytrace; the middleware then steps aside. With FastAPI's tracing off, the
+    middleware makes it. Either way: one SERVER span, continuing the caller's trace
+    and session."""
+    import fastapi
+
+    if not hasattr(fastapi, "telemetry") and native_tracing:
+        pytest.skip("this FastAPI has no built-in telemetry")
+    client = make_tracer(test_mode=True, project="p-client")
+    server = make_tracer(test_mode=True)
+    # As in a real server process, whose one tracer is the default: FastAPI's own spans
+    # (through the global provider) go to it.
+    set_default_tracer(server)
+    kwargs: dict[str, Any] = {} if native_tracing else {"telemetry": {"tracing": False}}
+    if not hasattr(fastapi, "telemetry"):
+        kwargs = {}
+    app = FastAPI(**kwargs)
+    instrument_fastapi(app, server)
+
+    @app.get("/items/{item}")
+    async def item(item: str) -> Any:
+        return {"item": item, "session": baggage.get_baggage("session_id")}
+
+    @ht_trace(tracer=client)
+    def ask(url: str) -> Any:
+        return httpx.get(f"{url}/items/7", headers=inject_context_into_carrier({}, client)).json()
+
+    with serve_asgi(app) as url:
+        reply = ask(url)
+    assert reply == {"item": "7", "session": client.session_id}
+    (caller,) = by_name(client.finished_spans(), ".ask")
+    (srv,) = _server_spans(server.finished_spans())
+    assert srv["name"] == "GET /items/{item}"
+    assert (srv["trace_id"], srv["parent_span_id"]) == (caller["trace_id"], caller["span_id"])
+    a = srv["attributes"]
+    assert a["honeyhive.session_id"] == client.session_id
+    assert a["honeyhive.project"] == "p-client"
+    assert a["http.response.status_code"] == 200
+    assert srv["scope"]["name"] == ("fastapi" if native_tracing and kwargs == {} else "honeytrace")
+
+
+def test_wsgi_middleware_edges(make_tracer: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any WSGI app: regex and env exclusions, an error raised while the body is
+    produced, and a garbage traceparent (a new trace, counted, no error)."""
+    import re
+
+    from honeytrace.integrations import ExcludedUrls, HoneyTraceWSGIMiddleware
+
+    monkeypatch.setenv("HH_EXCLUDED_URLS", "/metrics")
+    server = make_tracer(test_mode=True)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if environ["PATH_INFO"] == "/broken":
+
+            def body() -> Iterator[bytes]:
+                yield b"partial"
+                raise ValueError("body failed")
+
+            return body()
+        return [b"hello"]
+
+    wrapped = HoneyTraceWSGIMiddleware(app, server, excluded_urls=[re.compile(r"^/internal/\d+$")])
+    assert wrapped.app is app
+    with serve_wsgi(wrapped) as url:
+        assert requests.get(f"{url}/internal/42", timeout=10).text == "hello"
+        assert requests.get(f"{url}/metrics", timeout=10).text == "hello"
+        r = requests.get(f"{url}/ok?x=1", headers={"traceparent": "garbage"}, timeout=10)
+        assert r.text == "hello"
+        with pytest.raises(requests.RequestException):
+            requests.get(f"{url}/broken", timeout=10).raise_for_status()
+    spans = _server_spans(server.finished_spans())
+    by_path = {s["attributes"]["url.path"]: s for s in spans}
+    assert set(by_path) == {"/ok", "/broken"}
+    ok = by_path["/ok"]
+    assert ok["parent_span_id"] is None  # garbage traceparent: a new trace
+    assert ok["attributes"]["url.query"] == "x=1"
+    assert ok["attributes"]["http.response.status_code"] == 200
+    broken = by_path["/broken"]
+    assert broken["status"]["code"] == "ERROR"
+    assert broken["attributes"]["error.type"] == "ValueError"
+    assert any(e["name"] == "exception" for e in broken["events"])
+    assert server.stats()["traceparent_invalid"] >= 1
+    # An ExcludedUrls object is accepted as it is.
+    assert HoneyTraceWSGIMiddleware(app, server, excluded_urls=ExcludedUrls(["/x"])) is not None
+    with pytest.raises(TypeError):
+        HoneyTraceWSGIMiddleware(app, server, excluded_urls=[42])

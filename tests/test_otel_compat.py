@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 from opentelemetry import baggage, context, trace
@@ -295,3 +295,58 @@ def test_set_global_false_stays_isolated() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ProxyTracerProvider False"
+
+
+def test_start_as_current_span_as_decorator_and_flags(memory_tracer: HoneyHiveTracer) -> None:
+    """OpenTelemetry's start_as_current_span semantics, from the engine: a decorator
+    (a span per call, around the whole awaited coroutine), the exception flags,
+    end_on_exit, and the context restored on exit."""
+    tracer = trace.get_tracer("lib", tracer_provider=memory_tracer.provider)
+
+    @tracer.start_as_current_span("sync-op", attributes={"k": 1})
+    def sync_op(x: int) -> int:
+        assert trace.get_current_span().is_recording()
+        return x + 1
+
+    @tracer.start_as_current_span("async-op")
+    async def async_op() -> str:
+        await asyncio.sleep(0.01)
+        return "done"
+
+    assert sync_op(1) == 2 and sync_op(2) == 3
+    assert asyncio.run(async_op()) == "done"
+    assert sync_op.__name__ == "sync_op"
+
+    before = context.get_current()
+    with pytest.raises(ValueError), tracer.start_as_current_span("quiet", record_exception=False):
+        raise ValueError("not recorded")
+    with pytest.raises(ValueError), tracer.start_as_current_span("noisy"):
+        raise ValueError("recorded")
+
+    class Stop(BaseException):
+        pass
+
+    with pytest.raises(Stop), tracer.start_as_current_span("base"):
+        raise Stop()
+    assert context.get_current() == before
+
+    with tracer.start_as_current_span("open", end_on_exit=False) as still_open:
+        pass
+    assert still_open.is_recording()
+    still_open.end()
+
+    spans: dict[str, list[dict[str, Any]]] = {}
+    for s in memory_tracer.finished_spans():
+        spans.setdefault(s["name"], []).append(s)
+    assert len(spans["sync-op"]) == 2
+    assert spans["sync-op"][0]["attributes"]["k"] == 1
+    (a,) = spans["async-op"]
+    assert a["end_time"] - a["start_time"] >= 10_000_000  # the whole awaited call
+    (quiet,) = spans["quiet"]
+    assert quiet["status"]["code"] == "ERROR" and quiet["events"] == []
+    (noisy,) = spans["noisy"]
+    assert noisy["status"] == {"code": "ERROR", "description": "ValueError: recorded"}
+    assert [e["name"] for e in noisy["events"]] == ["exception"]
+    (base,) = spans["base"]
+    assert base["status"]["code"] == "UNSET" and base["events"] == []
+    assert len(spans["open"]) == 1

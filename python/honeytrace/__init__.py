@@ -8,7 +8,7 @@ with a Rust engine.
 
 from __future__ import annotations
 
-import traceback as _traceback
+from typing import Any as _Any
 
 from opentelemetry import context as _context
 from opentelemetry.baggage import _BAGGAGE_KEY
@@ -21,6 +21,16 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from . import _core
 
 _runtime = _context._RUNTIME_CONTEXT
+
+
+def _format_exception(*args: _Any) -> list[str]:
+    # traceback is imported on the first recorded exception, not with honeytrace
+    # (it costs ~9 ms of a cold import).
+    import traceback
+
+    return traceback.format_exception(*args)
+
+
 _core._install_bridge(
     _runtime._current_context if isinstance(_runtime, _CVRC) else None,
     _runtime,
@@ -30,7 +40,7 @@ _core._install_bridge(
     _SpanContext,
     _TraceFlags,
     _TraceState,
-    _traceback.format_exception,
+    _format_exception,
 )
 
 from ._decorators import atrace, trace, trace_class  # noqa: E402

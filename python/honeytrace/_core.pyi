@@ -1,6 +1,6 @@
 """Typed contract of the Rust engine (``honeytrace._core``)."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Callable, Optional
 
@@ -8,6 +8,8 @@ from opentelemetry import trace as _trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util import types
+
+from ._tracer import HoneyHiveTracer
 
 __version__: str
 CONFIG_KEYS: list[str]
@@ -69,6 +71,31 @@ class ScopedTracer:
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> Span: ...
+    def start_as_current_span(
+        self,
+        name: str,
+        context: Optional[Context] = None,
+        kind: Optional[SpanKind] = None,
+        attributes: types.Attributes = None,
+        links: Optional[Sequence[Link]] = None,
+        start_time: Optional[int] = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> CurrentSpan: ...
+
+class CurrentSpan:
+    """``start_as_current_span``: a context manager and a decorator."""
+
+    def __enter__(self) -> Span: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]] = None,
+        exc: Optional[BaseException] = None,
+        tb: Optional[TracebackType] = None,
+    ) -> bool: ...
+    def _recreate_cm(self) -> CurrentSpan: ...
+    def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]: ...
 
 class TracerCore:
     @staticmethod
@@ -225,17 +252,31 @@ def enrich(
     raw: Optional[Mapping[str, Any]] = None,
 ) -> bool: ...
 
-class DistributedContext:
+class with_distributed_trace_context:
+    """Continue the caller's trace and session for a block (``with`` / ``async with``)."""
+
     def __init__(
         self,
         carrier: Any,
-        tracer: Any = None,
+        tracer: Optional[HoneyHiveTracer] = None,
         *,
         session_id: Optional[str] = None,
         trust: Optional[str] = None,
     ) -> None: ...
     def __enter__(self) -> Context: ...
-    def __exit__(self, *args: Any) -> None: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]] = None,
+        exc: Optional[BaseException] = None,
+        tb: Optional[TracebackType] = None,
+    ) -> None: ...
+    def __aenter__(self) -> Awaitable[Context]: ...
+    def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]] = None,
+        exc: Optional[BaseException] = None,
+        tb: Optional[TracebackType] = None,
+    ) -> Awaitable[None]: ...
 
 def extract(
     carrier: Any,
@@ -251,3 +292,36 @@ def inject(
     baggage: bool = True,
 ) -> Any: ...
 def sign_session(secret: str, session_id: str) -> str: ...
+
+class HoneyTraceWSGIMiddleware:
+    """WSGI middleware: a SERVER span per request (see honeytrace.integrations)."""
+
+    app: Any
+    def __init__(
+        self,
+        app: Any,
+        tracer: Optional[HoneyHiveTracer] = None,
+        *,
+        excluded_urls: Optional[Iterable[Any]] = None,
+        trust: Optional[str] = None,
+    ) -> None: ...
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any: ...
+
+class AsgiRequest:
+    context: Context
+    span: Span
+    def wrap_send(self, send: Callable[..., Any]) -> Callable[..., Any]: ...
+    def fail(self, exc: BaseException) -> None: ...
+    def end(self) -> None: ...
+
+class AsgiTracing:
+    has_trust: bool
+    def __init__(
+        self,
+        tracer: Optional[HoneyHiveTracer] = None,
+        *,
+        excluded_urls: Optional[Iterable[Any]] = None,
+        trust: Optional[str] = None,
+    ) -> None: ...
+    def owns(self, span: Any) -> bool: ...
+    def begin(self, scope: Any) -> Optional[AsgiRequest]: ...

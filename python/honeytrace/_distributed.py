@@ -32,30 +32,9 @@ def _core_of(tracer: Optional[HoneyHiveTracer]) -> Optional[_core.TracerCore]:
     return tracer._core if tracer is not None else None
 
 
-class with_distributed_trace_context(_core.DistributedContext):
-    """Continue the caller's trace and session for a block: one line on the server.
-
-    ::
-
-        with with_distributed_trace_context(dict(request.headers), tracer):
-            return run_agent(query)
-
-    Reads ``traceparent``, ``tracestate`` and ``baggage`` from any carrier in any header
-    case (a dict, werkzeug/Starlette headers, an ASGI scope, a WSGI environ, a list of
-    pairs), maps ``session_id | honeyhive_session_id | honeyhive.session_id`` (and the
-    same for ``project`` and ``source``) to the canonical keys, validates them, applies
-    the trust policy (``trust="continue" | "restart" | "ignore"``, default from the
-    tracer, ``HH_TRUST``), attaches the context for the block and restores the previous
-    one on exit, also on exceptions. An explicit ``session_id`` wins. An empty or
-    garbage carrier gives the current context; nothing here raises for bad input.
-    Works with ``with`` and ``async with``; yields the attached Context.
-    """
-
-    async def __aenter__(self) -> Context:
-        return self.__enter__()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.__exit__(*exc)
+#: Continue the caller's trace and session for a block (``with`` / ``async with``):
+#: implemented in Rust (``honeytrace._core``); see its docstring.
+with_distributed_trace_context = _core.with_distributed_trace_context
 
 
 def inject_context_into_carrier(

@@ -8,9 +8,8 @@ instrumentors given ``tracer_provider=tracer.provider``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -22,11 +21,6 @@ from ._log import logger
 
 if TYPE_CHECKING:
     from ._tracer import HoneyHiveTracer
-
-try:  # the API's decorator-and-context-manager helper (used by the OTel SDK itself)
-    from opentelemetry.util._decorator import _agnosticcontextmanager as _cm
-except ImportError:  # pragma: no cover - older opentelemetry-api
-    _cm = contextmanager  # type: ignore[assignment]
 
 
 class Tracer(trace.Tracer):
@@ -59,8 +53,7 @@ class Tracer(trace.Tracer):
             set_status_on_exception,
         )
 
-    @_cm
-    def start_as_current_span(
+    def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
         context: Optional[Context] = None,
@@ -71,8 +64,11 @@ class Tracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> Iterator[trace.Span]:
-        span = self.start_span(
+    ) -> _core.CurrentSpan:
+        """A context manager (and decorator) for a span that is current inside it:
+        implemented in the engine, with OpenTelemetry's semantics (an escaping
+        ``Exception`` is recorded and sets an ERROR status, per the flags)."""
+        return self._rust.start_as_current_span(
             name,
             context,
             kind,
@@ -81,14 +77,31 @@ class Tracer(trace.Tracer):
             start_time,
             record_exception,
             set_status_on_exception,
+            end_on_exit,
         )
-        with trace.use_span(
-            span,
-            end_on_exit=end_on_exit,
-            record_exception=record_exception,
-            set_status_on_exception=set_status_on_exception,
-        ) as current:
-            yield current
+
+
+def _as_decorator(cm: _core.CurrentSpan, func: Callable[..., Any]) -> Callable[..., Any]:
+    """``@tracer.start_as_current_span("name")``: a span per call; for a coroutine
+    function, around the whole awaited call (as OpenTelemetry does)."""
+    import functools
+    import inspect
+
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with cm._recreate_cm():
+                return await func(*args, **kwargs)
+
+        return async_wrapper
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with cm._recreate_cm():
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 class TracerProvider(trace.TracerProvider):

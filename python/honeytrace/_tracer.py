@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import os
 import sys
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from opentelemetry import trace
@@ -18,6 +16,7 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util import types
 
 from . import _core, _log
+from ._core import CurrentSpan
 from ._distributed import install_propagator
 from ._log import logger
 from ._otel import Tracer, TracerProvider, install_global
@@ -236,7 +235,6 @@ class HoneyHiveTracer:
             set_status_on_exception,
         )
 
-    @contextmanager
     def start_as_current_span(
         self,
         name: str,
@@ -248,9 +246,10 @@ class HoneyHiveTracer:
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> Iterator[trace.Span]:
-        """Start a span, make it current for the block, end it on exit."""
-        span = self.start_span(
+    ) -> CurrentSpan:
+        """Start a span, make it current for the block, end it on exit (a context
+        manager, also usable as a decorator)."""
+        return self._otel_tracer.start_as_current_span(
             name,
             context,
             kind,
@@ -259,14 +258,8 @@ class HoneyHiveTracer:
             start_time,
             record_exception,
             set_status_on_exception,
+            end_on_exit,
         )
-        with trace.use_span(
-            span,
-            end_on_exit=end_on_exit,
-            record_exception=record_exception,
-            set_status_on_exception=set_status_on_exception,
-        ) as current:
-            yield current
 
     # -- decorators and enrichment (HoneyHive's tracer methods) -----------------------
     def trace(self, name: Optional[str] = None, **kwargs: Any) -> Any:
@@ -386,6 +379,8 @@ def _timeout(seconds: Optional[float], millis: Optional[int], default: float) ->
 async def _to_thread(fn: Callable[..., _T], *args: Any) -> _T:
     # A plain thread hand-off (no tokio runtime): the Rust side releases the GIL while
     # it waits, and unlike a global tokio runtime this keeps working in forked children.
+    import asyncio  # only here: a cold `import asyncio` costs ~20 ms of import time
+
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, fn, *args)
 

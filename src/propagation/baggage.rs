@@ -6,24 +6,27 @@
 //! Members with an invalid key, a missing `=` or a value that does not decode to UTF-8
 //! are dropped and counted; `;properties` are tolerated and ignored.
 
+use std::borrow::Cow;
+
 pub const MAX_MEMBERS: usize = 64;
 pub const MAX_BYTES: usize = 8192;
 
-/// One baggage member: key, decoded value, and its raw `;properties` (may be empty).
+/// One baggage member, borrowed from the header: key, decoded value (copied only when
+/// it had percent-escapes), and its raw `;properties` (may be empty).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Member {
-    pub key: String,
-    pub value: String,
-    pub props: String,
+pub struct Member<'a> {
+    pub key: &'a str,
+    pub value: Cow<'a, str>,
+    pub props: &'a str,
 }
 
 #[derive(Debug, Default, PartialEq)]
-pub struct Parsed {
-    pub entries: Vec<Member>,
+pub struct Parsed<'a> {
+    pub entries: Vec<Member<'a>>,
     pub dropped: usize,
 }
 
-impl Member {
+impl Member<'_> {
     /// The value of property `name` (`key=value;name=x`), if present.
     pub fn prop(&self, name: &str) -> Option<&str> {
         self.props.split(';').find_map(|p| {
@@ -40,10 +43,10 @@ pub fn is_token(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     let b = s.as_bytes();
     if !b.contains(&b'%') {
-        return Some(s.to_string());
+        return Some(Cow::Borrowed(s));
     }
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -58,7 +61,7 @@ fn percent_decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// W3C `baggage-octet`: printable ASCII except space, `"`, `,`, `;`, `\` and `%`.
@@ -78,17 +81,21 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// Split at the first `sep` (ASCII, so both halves stay on char boundaries); a byte
+/// scan, cheaper than the generic char searcher on these short strings.
+fn split_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = s.as_bytes().iter().position(|&c| c == sep)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
 /// Parse one or more `baggage` header values (combined as one list).
-pub fn parse(values: &[String]) -> Parsed {
+pub fn parse(values: &[String]) -> Parsed<'_> {
     let mut out = Parsed::default();
     let mut budget = MAX_BYTES;
     'values: for (vi, value) in values.iter().enumerate() {
         let mut rest = value.as_str();
         while !rest.is_empty() {
-            let (member, tail) = match rest.find(',') {
-                Some(i) => (&rest[..i], &rest[i + 1..]),
-                None => (rest, ""),
-            };
+            let (member, tail) = split_byte(rest, b',').unwrap_or((rest, ""));
             rest = tail;
             let member = member.trim_matches(|c| c == ' ' || c == '\t');
             if member.is_empty() {
@@ -103,8 +110,8 @@ pub fn parse(values: &[String]) -> Parsed {
                 break 'values;
             }
             budget -= member.len();
-            let (kv, props) = member.split_once(';').unwrap_or((member, ""));
-            let Some((k, v)) = kv.split_once('=') else {
+            let (kv, props) = split_byte(member, b';').unwrap_or((member, ""));
+            let Some((k, v)) = split_byte(kv, b'=') else {
                 out.dropped += 1;
                 continue;
             };
@@ -116,9 +123,9 @@ pub fn parse(values: &[String]) -> Parsed {
             }
             match percent_decode(v) {
                 Some(v) => out.entries.push(Member {
-                    key: k.to_string(),
+                    key: k,
                     value: v,
-                    props: props.trim().to_string(),
+                    props: props.trim(),
                 }),
                 None => out.dropped += 1,
             }
@@ -161,14 +168,15 @@ pub fn encode(entries: &[(String, String, String)]) -> (String, usize) {
 mod tests {
     use super::*;
 
-    fn p(v: &[&str]) -> Parsed {
-        parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    fn p(v: &[&str]) -> Parsed<'static> {
+        let owned: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        parse(Box::leak(owned.into_boxed_slice()))
     }
 
     fn kv(r: &Parsed) -> Vec<(String, String)> {
         r.entries
             .iter()
-            .map(|m| (m.key.clone(), m.value.clone()))
+            .map(|m| (m.key.to_string(), m.value.to_string()))
             .collect()
     }
 
@@ -209,15 +217,18 @@ mod tests {
             .map(|i| format!("k{i}=v"))
             .collect::<Vec<_>>()
             .join(",");
-        let r = parse(&[many]);
+        let many = [many];
+        let r = parse(&many);
         assert_eq!(r.entries.len(), MAX_MEMBERS);
         assert_eq!(r.dropped, 36);
         let huge = format!("a=1,big={},c=3", "x".repeat(10_000));
-        let r = parse(&[huge]);
+        let huge = [huge];
+        let r = parse(&huge);
         assert_eq!(kv(&r), vec![("a".into(), "1".into())]);
         assert_eq!(r.dropped, 2);
         let mb = format!("x={}", "y".repeat(1 << 20));
-        let r = parse(&[mb.clone(), "z=1".into()]);
+        let two = [mb.clone(), "z=1".into()];
+        let r = parse(&two);
         assert!(r.entries.is_empty());
         assert_eq!(r.dropped, 2);
     }
@@ -235,7 +246,8 @@ mod tests {
         let (v, dropped) = encode(&e);
         assert_eq!(v, "session_id=a%20b%2Cc%3Bd%25;sig=xyz");
         assert_eq!(dropped, 1);
-        let back = parse(&[v]);
+        let v = [v];
+        let back = parse(&v);
         assert_eq!(kv(&back), vec![("session_id".into(), "a b,c;d%".into())]);
         assert_eq!(back.entries[0].prop("sig"), Some("xyz"));
         let many: Vec<(String, String, String)> = (0..80)

@@ -42,7 +42,7 @@ fn field_of(name: &[u8]) -> Option<Field> {
 /// Header names and values may be str or bytes (latin-1, as HTTP is).
 fn text(v: &Bound<'_, PyAny>) -> Option<String> {
     if let Ok(s) = v.cast::<PyString>() {
-        return Some(s.to_string_lossy().into_owned());
+        return Some(crate::pystr::text(s).into_owned());
     }
     if let Ok(b) = v.cast::<PyBytes>() {
         return Some(b.as_bytes().iter().map(|&c| c as char).collect());
@@ -55,8 +55,12 @@ fn text(v: &Bound<'_, PyAny>) -> Option<String> {
 
 fn name_field(k: &Bound<'_, PyAny>) -> Option<Field> {
     if let Ok(s) = k.cast::<PyString>() {
-        let s = s.to_cow().ok()?;
-        return field_of(s.as_bytes());
+        // Most keys of a WSGI environ or a header dict are not ours: skip them by
+        // length before reading any text.
+        if !matches!(crate::pystr::char_len(s), 7 | 10 | 11 | 12 | 15 | 16) {
+            return None;
+        }
+        return field_of(crate::pystr::text(s).as_bytes());
     }
     if let Ok(b) = k.cast::<PyBytes>() {
         return field_of(b.as_bytes());
@@ -121,6 +125,20 @@ pub fn read(carrier: &Bound<'_, PyAny>) -> Headers {
                 return h;
             }
         }
+        // A WSGI environ: headers are already normalized to `HTTP_<NAME>`, so three
+        // lookups instead of a scan of every key.
+        if d.contains(intern!(py, "wsgi.version")).unwrap_or(false) {
+            for (key, f) in [
+                (intern!(py, "HTTP_TRACEPARENT"), Field::Traceparent),
+                (intern!(py, "HTTP_TRACESTATE"), Field::Tracestate),
+                (intern!(py, "HTTP_BAGGAGE"), Field::Baggage),
+            ] {
+                if let Ok(Some(v)) = d.get_item(key) {
+                    h.push(f, &v);
+                }
+            }
+            return h;
+        }
         for (k, v) in d.iter() {
             h.pair(&k, &v);
         }
@@ -168,10 +186,10 @@ pub fn write(carrier: &Bound<'_, PyAny>, name: &str, value: &str) -> bool {
             .filter(|k| {
                 k.cast::<PyString>()
                     .ok()
-                    .and_then(|s| {
-                        s.to_cow()
-                            .ok()
-                            .map(|s| s.eq_ignore_ascii_case(name) && s != name)
+                    .filter(|s| crate::pystr::char_len(s) == name.len())
+                    .map(|s| {
+                        let s = crate::pystr::text(s);
+                        s.eq_ignore_ascii_case(name) && s != name
                     })
                     .unwrap_or(false)
             })

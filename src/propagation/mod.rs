@@ -16,7 +16,7 @@ pub mod carrier;
 pub mod traceparent;
 
 use crate::config::{Mode, Trust};
-use crate::context::{bridge, from_py_span_context, Bridge};
+use crate::context::{bridge, from_py_span_context, Bridge, Ready};
 use crate::diag;
 use crate::ids;
 use crate::span::PySpan;
@@ -26,6 +26,7 @@ use opentelemetry::trace::SpanContext;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -88,7 +89,11 @@ fn canonical(key: &str) -> Option<(&'static str, usize)> {
 }
 
 fn printable(s: &str, max: usize) -> bool {
-    !s.is_empty() && s.chars().count() <= max && !s.chars().any(|c| c.is_control())
+    if s.is_empty() || s.chars().any(|c| c.is_control()) {
+        return false;
+    }
+    // Bytes bound characters from above: count only when it can matter.
+    s.len() <= max || s.chars().count() <= max
 }
 
 // ---------------------------------------------------------------------------------
@@ -156,14 +161,15 @@ impl Policy {
     }
 }
 
-pub struct Incoming {
+pub struct Incoming<'a> {
     pub parent: Option<SpanContext>,
-    /// Baggage entries after normalization and validation.
-    pub baggage: Vec<(String, String)>,
+    /// Baggage entries after normalization and validation (canonical keys first),
+    /// borrowed from the headers where nothing had to change.
+    pub baggage: Vec<(&'a str, Cow<'a, str>)>,
 }
 
 /// Parse, normalize and validate what a carrier holds (pure Rust, no Python objects).
-pub fn interpret(h: &carrier::Headers, policy: &Policy) -> Incoming {
+pub fn interpret<'a>(h: &'a carrier::Headers, policy: &Policy) -> Incoming<'a> {
     let mut parent = None;
     if !h.traceparent.is_empty() {
         let first = &h.traceparent[0];
@@ -204,10 +210,10 @@ pub fn interpret(h: &carrier::Headers, policy: &Policy) -> Incoming {
     }
 
     // Canonical keys: the best-ranked alias wins; aliases are not kept.
-    let mut best: [Option<(usize, Member)>; 3] = [None, None, None];
-    let mut other: Vec<(String, String)> = Vec::new();
+    let mut best: [Option<(usize, Member<'a>)>; 3] = [None, None, None];
+    let mut other: Vec<(&'a str, Cow<'a, str>)> = Vec::new();
     for m in parsed.entries {
-        match canonical(&m.key) {
+        match canonical(m.key) {
             Some((canon, rank)) => {
                 let slot = ALIASES.iter().position(|(c, _)| *c == canon).unwrap_or(0);
                 if best[slot].as_ref().is_none_or(|(r, _)| rank <= *r) {
@@ -217,7 +223,7 @@ pub fn interpret(h: &carrier::Headers, policy: &Policy) -> Incoming {
             None => other.push((m.key, m.value)),
         }
     }
-    let mut out: Vec<(String, String)> = Vec::with_capacity(other.len() + 3);
+    let mut out: Vec<(&'a str, Cow<'a, str>)> = Vec::with_capacity(other.len() + 3);
     for (slot, chosen) in best.into_iter().enumerate() {
         let Some((_, m)) = chosen else { continue };
         let canon = ALIASES[slot].0;
@@ -245,12 +251,15 @@ pub fn interpret(h: &carrier::Headers, policy: &Policy) -> Incoming {
             _ => printable(&m.value, 128),
         };
         if ok {
-            let value = if canon == "session_id" && policy.require_uuid {
-                m.value.to_ascii_lowercase()
+            let value = if canon == "session_id"
+                && policy.require_uuid
+                && m.value.bytes().any(|c| c.is_ascii_uppercase())
+            {
+                Cow::Owned(m.value.to_ascii_lowercase())
             } else {
                 m.value
             };
-            out.push((canon.to_string(), value));
+            out.push((canon, value));
         } else {
             count(&STATS.incoming_rejected, 1);
             diag::warn_limited(
@@ -317,22 +326,31 @@ pub fn extract_context<'py>(
     let inc = interpret(&headers, &policy);
 
     // Baggage: the base context's, then the incoming entries, then an explicit session.
-    let base_bag = crate::context::baggage_of(b, &base);
-    let bag = match &base_bag {
-        Some(d) => d.copy()?,
-        None => PyDict::new(py),
-    };
-    for (k, v) in &inc.baggage {
-        bag.set_item(k, v)?;
-    }
-    if let Some(sid) = session_id {
-        bag.set_item("session_id", sid)?;
-    }
     let bag_changed = !inc.baggage.is_empty() || session_id.is_some();
-
-    let ctx = b.context_type.bind(py).call1((&base,))?;
+    if !bag_changed && inc.parent.is_none() {
+        // Nothing came in (a request without propagation headers): the base context
+        // as it is, no copy.
+        return Ok(base);
+    }
+    let ctx = b.copy_of(&base)?;
     let d = ctx.cast::<PyDict>()?;
     if bag_changed {
+        let bag = match crate::context::baggage_of(b, &base) {
+            Some(d) => d.copy()?,
+            None => PyDict::new(py),
+        };
+        for (k, v) in &inc.baggage {
+            let key = match *k {
+                "session_id" => pyo3::intern!(py, "session_id").clone(),
+                "project" => pyo3::intern!(py, "project").clone(),
+                "source" => pyo3::intern!(py, "source").clone(),
+                other => PyString::new(py, other),
+            };
+            bag.set_item(key, v.as_ref())?;
+        }
+        if let Some(sid) = session_id {
+            bag.set_item(pyo3::intern!(py, "session_id"), sid)?;
+        }
         d.set_item(b.baggage_key.bind(py), &bag)?;
     }
     if let Some(parent) = inc.parent {
@@ -384,7 +402,7 @@ fn text(v: &Bound<'_, PyAny>) -> Option<String> {
         return None;
     }
     match v.cast::<PyString>() {
-        Ok(s) => Some(s.to_string_lossy().into_owned()),
+        Ok(s) => Some(crate::pystr::text(s).into_owned()),
         Err(_) => v.str().ok().map(|s| s.to_string_lossy().into_owned()),
     }
 }
@@ -464,7 +482,7 @@ pub fn inject_into(
 // ---------------------------------------------------------------------------------
 // Python API
 
-fn parse_trust(trust: Option<&str>) -> PyResult<Option<Trust>> {
+pub fn parse_trust(trust: Option<&str>) -> PyResult<Option<Trust>> {
     match trust {
         None => Ok(None),
         Some(t) => Trust::parse(t).map(Some).ok_or_else(|| {
@@ -544,15 +562,73 @@ pub fn inject<'py>(
     carrier
 }
 
-/// `with_distributed_trace_context(carrier, tracer=None, *, session_id=None, trust=None)`:
-/// extract, attach for the block, detach on exit (also on exceptions).
-#[pyclass(module = "honeytrace._core", name = "DistributedContext", subclass)]
+/// Continue the caller's trace and session for a block: one line on the server.
+///
+///     with with_distributed_trace_context(dict(request.headers), tracer):
+///         return run_agent(query)
+///
+/// Reads `traceparent`, `tracestate` and `baggage` from any carrier in any header case
+/// (a dict, werkzeug/Starlette headers, an ASGI scope, a WSGI environ, a list of
+/// pairs), maps `session_id | honeyhive_session_id | honeyhive.session_id` (and the
+/// same for `project` and `source`) to the canonical keys, validates them, applies the
+/// trust policy (`trust="continue" | "restart" | "ignore"`, default from the tracer,
+/// `HH_TRUST`), attaches the context for the block and restores the previous one on
+/// exit, also on exceptions. An explicit `session_id` wins. An empty or garbage carrier
+/// gives the current context; nothing here raises for bad input. Works with `with` and
+/// `async with`; yields the attached Context.
+#[pyclass(
+    module = "honeytrace",
+    name = "with_distributed_trace_context",
+    subclass
+)]
 pub struct DistributedContext {
     carrier: Py<PyAny>,
     core: Option<Arc<Core>>,
     session_id: Option<String>,
     trust: Option<Trust>,
     tokens: Mutex<Vec<Py<PyAny>>>,
+}
+
+impl DistributedContext {
+    fn enter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let b = bridge(py)?;
+        let core = self.core.clone().or_else(default_core);
+        let ctx = diag::shield(
+            "with_distributed_trace_context",
+            || b.current(py),
+            || {
+                extract_context(
+                    py,
+                    self.carrier.bind(py),
+                    None,
+                    core.as_ref(),
+                    self.trust,
+                    self.session_id.as_deref(),
+                )
+                .or_else(|e| {
+                    diag::warn_limited(
+                        "extract-failed",
+                        &format!("could not read the incoming context: {e}"),
+                    );
+                    b.current(py)
+                })
+            },
+        )?;
+        let token = b.attach(&ctx)?;
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(token.unbind());
+        Ok(ctx.unbind())
+    }
+
+    fn exit(&self, py: Python<'_>) -> PyResult<()> {
+        let token = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some(t) = token {
+            bridge(py)?.detach(t.bind(py));
+        }
+        Ok(())
+    }
 }
 
 #[pymethods]
@@ -585,44 +661,35 @@ impl DistributedContext {
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let b = bridge(py)?;
-        let core = self.core.clone().or_else(default_core);
-        let ctx = diag::shield(
-            "with_distributed_trace_context",
-            || b.current(py),
-            || {
-                extract_context(
-                    py,
-                    self.carrier.bind(py),
-                    None,
-                    core.as_ref(),
-                    self.trust,
-                    self.session_id.as_deref(),
-                )
-                .or_else(|e| {
-                    diag::warn_limited(
-                        "extract-failed",
-                        &format!("could not read the incoming context: {e}"),
-                    );
-                    b.current(py)
-                })
-            },
-        )?;
-        let token = b.attach(&ctx)?;
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(token.unbind());
-        Ok(ctx.unbind())
+        self.enter(py)
     }
 
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
-        let token = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        if let Some(t) = token {
-            bridge(py)?.detach(t.bind(py));
-        }
-        Ok(())
+    #[pyo3(signature = (_exc_type=None, _exc=None, _tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.exit(py)
+    }
+
+    /// `async with`: attaches in the awaiting task, like `with`.
+    fn __aenter__(&self, py: Python<'_>) -> PyResult<Ready> {
+        Ok(Ready::new(Some(self.enter(py)?)))
+    }
+
+    #[pyo3(signature = (_exc_type=None, _exc=None, _tb=None))]
+    fn __aexit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Ready> {
+        self.exit(py)?;
+        Ok(Ready::new(None))
     }
 }
 
@@ -650,12 +717,13 @@ pub fn stats_into(d: &Bound<'_, PyDict>) -> PyResult<()> {
 mod tests {
     use super::*;
 
-    fn headers(tp: &[&str], bag: &[&str]) -> carrier::Headers {
-        carrier::Headers {
+    // Leaked: `interpret` borrows from the headers, and tests build them inline.
+    fn headers(tp: &[&str], bag: &[&str]) -> &'static carrier::Headers {
+        Box::leak(Box::new(carrier::Headers {
             traceparent: tp.iter().map(|s| s.to_string()).collect(),
             tracestate: vec![],
             baggage: bag.iter().map(|s| s.to_string()).collect(),
-        }
+        }))
     }
 
     fn policy() -> Policy {
@@ -671,7 +739,7 @@ mod tests {
     #[test]
     fn aliases_map_to_canonical_keys() {
         let inc = interpret(
-            &headers(
+            headers(
                 &[TP],
                 &["honeyhive.session_id=a,honeyhive_project=p,honeyhive.source=s,x=1"],
             ),
@@ -681,43 +749,43 @@ mod tests {
         assert_eq!(
             inc.baggage,
             vec![
-                ("session_id".into(), "a".into()),
-                ("project".into(), "p".into()),
-                ("source".into(), "s".into()),
-                ("x".into(), "1".into())
+                ("session_id", "a".into()),
+                ("project", "p".into()),
+                ("source", "s".into()),
+                ("x", "1".into())
             ]
         );
         // The canonical key wins over an alias, whatever the order.
         let inc = interpret(
-            &headers(&[], &["honeyhive_session_id=alias,session_id=canon"]),
+            headers(&[], &["honeyhive_session_id=alias,session_id=canon"]),
             &policy(),
         );
-        assert_eq!(inc.baggage, vec![("session_id".into(), "canon".into())]);
+        assert_eq!(inc.baggage, vec![("session_id", "canon".into())]);
     }
 
     #[test]
     fn invalid_values_are_rejected() {
         let mut p = policy();
         p.require_uuid = true;
-        let inc = interpret(&headers(&[], &["session_id=not-a-uuid,project=ok"]), &p);
-        assert_eq!(inc.baggage, vec![("project".into(), "ok".into())]);
+        let inc = interpret(headers(&[], &["session_id=not-a-uuid,project=ok"]), &p);
+        assert_eq!(inc.baggage, vec![("project", "ok".into())]);
         let long = format!("session_id={}", "a".repeat(300));
-        let inc = interpret(&headers(&[], &[&long]), &policy());
+        let inc = interpret(headers(&[], &[&long]), &policy());
         assert!(inc.baggage.is_empty());
-        let inc = interpret(&headers(&[], &["session_id=a%0Ab"]), &policy());
+        let inc = interpret(headers(&[], &["session_id=a%0Ab"]), &policy());
         assert!(inc.baggage.is_empty());
         let uuid = "123E4567-E89B-12D3-A456-426614174000";
-        let inc = interpret(&headers(&[], &[&format!("session_id={uuid}")]), &p);
+        let inc = interpret(headers(&[], &[&format!("session_id={uuid}")]), &p);
         assert_eq!(inc.baggage[0].1, uuid.to_ascii_lowercase());
     }
 
     #[test]
     fn conflicting_traceparents_are_ignored() {
         let other = "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        assert!(interpret(&headers(&[TP, other], &[]), &policy())
+        assert!(interpret(headers(&[TP, other], &[]), &policy())
             .parent
             .is_none());
-        assert!(interpret(&headers(&[TP, TP], &[]), &policy())
+        assert!(interpret(headers(&[TP, TP], &[]), &policy())
             .parent
             .is_some());
     }
@@ -729,19 +797,17 @@ mod tests {
         let sig = sign("a-long-enough-shared-secret", "sess-1");
         let good = format!("session_id=sess-1;sig={sig}");
         assert_eq!(
-            interpret(&headers(&[], &[&good]), &p).baggage,
-            vec![("session_id".into(), "sess-1".into())]
+            interpret(headers(&[], &[&good]), &p).baggage,
+            vec![("session_id", "sess-1".into())]
         );
         let forged = format!("session_id=sess-2;sig={sig}");
-        assert!(interpret(&headers(&[], &[&forged]), &p).baggage.is_empty());
-        assert!(interpret(&headers(&[], &["session_id=sess-1"]), &p)
+        assert!(interpret(headers(&[], &[&forged]), &p).baggage.is_empty());
+        assert!(interpret(headers(&[], &["session_id=sess-1"]), &p)
             .baggage
             .is_empty());
         // Without a secret the property is ignored.
         assert_eq!(
-            interpret(&headers(&[], &[&forged]), &policy())
-                .baggage
-                .len(),
+            interpret(headers(&[], &[&forged]), &policy()).baggage.len(),
             1
         );
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
@@ -44,13 +44,6 @@ def tracer_core(tracer: Optional[HoneyHiveTracer]) -> Optional[_core.TracerCore]
     return t._core if t is not None else None
 
 
-def server_status(span: trace.Span, code: int) -> None:
-    span.set_attribute("http.response.status_code", code)
-    if code >= 500:
-        span.set_attribute("error.type", str(code))
-        span.set_status(Status(StatusCode.ERROR, f"HTTP {code}"))
-
-
 def record_error(span: trace.Span, exc: BaseException) -> None:
     if not span.is_recording():
         return
@@ -60,9 +53,3 @@ def record_error(span: trace.Span, exc: BaseException) -> None:
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
     else:  # cancellation, client gone, interpreter exit
         span.set_attribute("honeyhive_metadata.cancelled", True)
-
-
-def header_value(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    return str(value)
