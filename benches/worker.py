@@ -287,8 +287,10 @@ def scenario_inject(c: dict[str, Any]) -> Callable[[int], dict[str, float]]:
     return run
 
 
-def scenario_throughput(c: dict[str, Any]) -> Callable[[int], dict[str, float]]:
-    """Spans created as fast as possible, then flushed: spans/s through the pipeline."""
+def scenario_throughput(c: dict[str, Any]) -> Callable[..., dict[str, float]]:
+    """Spans started and ended by one thread, then flushed: spans/s through the
+    pipeline. ``rate`` > 0 paces the thread to that many spans per second (in steps of
+    1000 spans); 0 runs it flat out."""
     import urllib.request
 
     span = c["span"]
@@ -297,24 +299,32 @@ def scenario_throughput(c: dict[str, Any]) -> Callable[[int], dict[str, float]]:
         with urllib.request.urlopen(f"{SINK}/stats", timeout=10) as r:
             return int(json.loads(r.read())["spans"])
 
-    def run(n: int) -> dict[str, float]:
+    def run(n: int, rate: float = 0.0) -> dict[str, float]:
         before_sink = sink_spans()
-        cpu0 = c["stats"]().get("export_cpu_s", 0.0)
+        st0 = c["stats"]()
+        cpu0 = st0.get("export_cpu_s", 0.0)
+        dropped0 = st0.get("dropped", -1)
         t0 = time.perf_counter_ns()
-        for _ in range(n):
+        start = time.perf_counter()
+        for i in range(n):
             span()
+            if rate and i % 1000 == 999:
+                due = start + (i + 1) / rate
+                while time.perf_counter() < due:
+                    time.sleep(0.0002)
         c["flush"]()
         elapsed = time.perf_counter_ns() - t0
         delivered = sink_spans() - before_sink
-        cpu = c["stats"]().get("export_cpu_s", 0.0) - cpu0
         st = c["stats"]()
+        cpu = st.get("export_cpu_s", 0.0) - cpu0
+        dropped = st.get("dropped", -1)
         return {
             "base_ns": 0.0,
             "traced_ns": elapsed / n,
             "spans_per_s": n / (elapsed / 1e9),
             "delivered": delivered,
             "sent": n,
-            "dropped": st.get("dropped", -1),
+            "dropped": dropped - dropped0 if dropped >= 0 else -1,
             "bg_cpu_ns_per_span": cpu * 1e9 / max(1, delivered),
         }
 
@@ -368,7 +378,8 @@ def main() -> None:
     for line in sys.stdin:
         msg = json.loads(line)
         if msg["cmd"] == "round":
-            reply(run(int(msg["n"])))
+            extra = {"rate": float(msg["rate"])} if msg.get("rate") else {}
+            reply(run(int(msg["n"]), **extra))
         elif msg["cmd"] == "stats":
             reply(contender["stats"]())
         elif msg["cmd"] == "quit":

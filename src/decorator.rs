@@ -201,9 +201,35 @@ impl TraceSpec {
                         budget: s.core.cfg.max_attribute_bytes,
                         capture_outputs: self.capture_outputs,
                         stream: Mutex::new(Stream::default()),
+                        token: Mutex::new(None),
                     })
             },
         )
+    }
+
+    /// `enter`, with the span's context attached (the async wrapper: one call instead
+    /// of three; `done`/`error` restore it). Call it, and `done`/`error`, from the
+    /// coroutine itself, so attach and restore happen in the same context.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn start(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> Option<CallScope> {
+        let scope = self.enter(py, args, kwargs)?;
+        let token = bridge(py).and_then(|b| b.attach(scope.context.bind(py)));
+        match token {
+            Ok(t) => {
+                *scope.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.unbind());
+                Some(scope)
+            }
+            Err(e) => {
+                diag::warn_limited("attach-failed", &format!("could not attach: {e}"));
+                scope.span.get().end_at(None);
+                None
+            }
+        }
     }
 }
 
@@ -636,10 +662,33 @@ pub struct CallScope {
     budget: usize,
     capture_outputs: bool,
     stream: Mutex<Stream>,
+    /// The context token when `TraceSpec.start` attached the span's context.
+    token: Mutex<Option<Py<PyAny>>>,
+}
+
+impl CallScope {
+    fn restore(&self, py: Python<'_>) {
+        let token = self.token.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let (Some(t), Ok(b)) = (token, bridge(py)) {
+            b.detach(t.bind(py));
+        }
+    }
 }
 
 #[pymethods]
 impl CallScope {
+    /// Restore the context `TraceSpec.start` attached, then `finish`.
+    fn done(&self, py: Python<'_>, result: &Bound<'_, PyAny>) {
+        self.restore(py);
+        self.finish(result);
+    }
+
+    /// Restore the context `TraceSpec.start` attached, then `fail`.
+    fn error(&self, py: Python<'_>, exc: &Bound<'_, PyAny>) {
+        self.restore(py);
+        self.fail(py, exc);
+    }
+
     /// The Context to attach while the call's code runs.
     #[getter]
     fn context(&self, py: Python<'_>) -> Py<PyAny> {

@@ -268,7 +268,9 @@ fn wsgi_attributes(
 /// session (with the tracer's trust policy, or `trust=`). Excluded paths, and requests
 /// while no tracer is live, pass through untraced.
 ///
-///     app.wsgi_app = HoneyTraceWSGIMiddleware(app.wsgi_app, tracer)
+/// ```python
+/// app.wsgi_app = HoneyTraceWSGIMiddleware(app.wsgi_app, tracer)
+/// ```
 #[pyclass(
     module = "honeytrace.integrations",
     name = "HoneyTraceWSGIMiddleware",

@@ -149,18 +149,17 @@ def _is_async(func: Any) -> bool:
 
 def _wrap_async(func: Any, spec: _core.TraceSpec) -> Any:
     async def traced(*args: Any, **kwargs: Any) -> Any:
-        scope = spec.enter(args, kwargs)
+        # start() attaches the span's context; done()/error() restore it. Both run in
+        # this coroutine, so in the same context.
+        scope = spec.start(args, kwargs)
         if scope is None:
             return await func(*args, **kwargs)
-        token = _attach(scope.context)
         try:
             result = await func(*args, **kwargs)
         except BaseException as exc:
-            _restore(token)
-            scope.fail(exc)
+            scope.error(exc)
             raise
-        _restore(token)
-        scope.finish(result)
+        scope.done(result)
         return result
 
     return traced

@@ -185,11 +185,13 @@ fn attrs_len(field: u32, attrs: &[KeyValue]) -> usize {
 
 fn put_attrs(buf: &mut Vec<u8>, field: u32, attrs: &[KeyValue]) {
     for kv in attrs {
+        let key = kv.key.as_str();
+        let value_len = scalar_len(&kv.value);
         put_tag(buf, field, LEN);
-        put_varint(buf, kv_len(kv) as u64);
-        put_str(buf, 1, kv.key.as_str());
+        put_varint(buf, (str_len(1, key) + ld(2, value_len)) as u64);
+        put_str(buf, 1, key);
         put_tag(buf, 2, LEN);
-        put_varint(buf, scalar_len(&kv.value) as u64);
+        put_varint(buf, value_len as u64);
         put_scalar(buf, &kv.value);
     }
 }

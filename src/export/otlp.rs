@@ -37,6 +37,7 @@ pub fn resource_attrs(resource: &Resource) -> ResourceAttributesWithSchema {
     ResourceAttributesWithSchema::from(resource)
 }
 
+#[cfg(test)]
 pub fn gzip(body: &[u8]) -> Result<Vec<u8>, String> {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4 + 64),
@@ -226,6 +227,7 @@ pub struct OtlpExporter {
     agent: ureq::Agent,
     resource_kvs: Vec<opentelemetry::KeyValue>,
     scratch: Vec<u8>,
+    zscratch: Vec<u8>,
     endpoint: String,
     headers: Vec<(String, String)>,
     protocol: Protocol,
@@ -267,6 +269,7 @@ impl OtlpExporter {
                 .map(|(k, v)| opentelemetry::KeyValue::new(k.clone(), v.clone()))
                 .collect(),
             scratch: Vec::new(),
+            zscratch: Vec::new(),
             endpoint: s.endpoint.clone(),
             headers,
             protocol: s.protocol,
@@ -276,41 +279,51 @@ impl OtlpExporter {
         }
     }
 
-    fn body(&mut self, mut batch: Vec<SpanData>) -> Result<Vec<u8>, String> {
-        let raw = match self.protocol {
+    /// The request body for `batch`, in `self.scratch` (raw) or `self.zscratch`
+    /// (gzip). Both buffers are reused from batch to batch: a fresh ~300 KB buffer per
+    /// batch showed up as the kernel zeroing new pages on the export thread.
+    fn body(&mut self, mut batch: Vec<SpanData>) -> Result<(), String> {
+        match self.protocol {
             Protocol::HttpProtobuf => {
                 for span in &mut batch {
                     crate::processor::prepare(span);
                 }
-                let mut buf = std::mem::take(&mut self.scratch);
-                super::encode::request(&batch, &self.resource_kvs, &mut buf);
-                buf
+                super::encode::request(&batch, &self.resource_kvs, &mut self.scratch);
             }
             Protocol::HttpJson => {
                 let req = encode_request(batch, &self.resource);
-                serde_json::to_vec(&req).map_err(|e| e.to_string())?
+                self.scratch.clear();
+                serde_json::to_writer(&mut self.scratch, &req).map_err(|e| e.to_string())?;
             }
-        };
-        if self.gzip {
-            let z = gzip(&raw);
-            self.scratch = raw;
-            z
-        } else {
-            Ok(raw)
         }
+        if self.gzip {
+            self.zscratch.clear();
+            let mut enc = flate2::write::GzEncoder::new(
+                std::mem::take(&mut self.zscratch),
+                flate2::Compression::fast(),
+            );
+            enc.write_all(&self.scratch).map_err(|e| e.to_string())?;
+            self.zscratch = enc.finish().map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 
 impl Exporter for OtlpExporter {
     fn export(&mut self, batch: Vec<SpanData>, ctl: &ExportCtl<'_>) -> ExportResult {
         let n = batch.len();
-        let body = self.body(batch)?;
+        self.body(batch)?;
+        let body = if self.gzip {
+            &self.zscratch
+        } else {
+            &self.scratch
+        };
         let resp = send_with_retry(
             &self.agent,
             "POST",
             &self.endpoint,
             &self.headers,
-            &body,
+            body,
             self.max_retries,
             ctl,
         )?;

@@ -564,8 +564,10 @@ pub fn inject<'py>(
 
 /// Continue the caller's trace and session for a block: one line on the server.
 ///
-///     with with_distributed_trace_context(dict(request.headers), tracer):
-///         return run_agent(query)
+/// ```python
+/// with with_distributed_trace_context(dict(request.headers), tracer):
+///     return run_agent(query)
+/// ```
 ///
 /// Reads `traceparent`, `tracestate` and `baggage` from any carrier in any header case
 /// (a dict, werkzeug/Starlette headers, an ASGI scope, a WSGI environ, a list of
