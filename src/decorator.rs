@@ -144,7 +144,7 @@ impl TraceSpec {
         let params = params.map(|ps| {
             ps.into_iter()
                 .map(|(name, kind, default, skip)| Param {
-                    key: Key::new(format!("honeyhive_inputs.{name}")),
+                    key: Key::from(Arc::<str>::from(format!("honeyhive_inputs.{name}"))),
                     name: PyString::new(py, &name).unbind(),
                     kind,
                     default,
@@ -161,7 +161,7 @@ impl TraceSpec {
             },
             fresh,
             name: Arc::from(name.as_str()),
-            static_attrs: attrs,
+            static_attrs: attrs.into_iter().map(shared_kv).collect(),
             explicit: Explicit {
                 session_id: session_id.as_deref().map(shared),
                 project: project.as_deref().map(shared),
@@ -237,6 +237,17 @@ impl TraceSpec {
 /// names past the cap are allocated per call instead).
 static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
 const MAX_INTERNED_NAMES: usize = 10_000;
+
+/// The same attribute with reference-counted text: cloned into every span, so a
+/// clone must be a count increment, not an allocation.
+fn shared_kv(kv: KeyValue) -> KeyValue {
+    let key = Key::from(Arc::<str>::from(kv.key.as_str()));
+    let value = match kv.value {
+        Value::String(s) => Value::String(Arc::<str>::from(s.as_str()).into()),
+        other => other,
+    };
+    KeyValue::new(key, value)
+}
 
 fn intern_span_name(name: &str) -> Option<&'static str> {
     let mut guard = NAMES.lock().unwrap_or_else(|p| p.into_inner());

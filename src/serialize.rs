@@ -275,7 +275,7 @@ impl JsonWriter {
         if obj.is_instance_of::<PyInt>() {
             match obj.extract::<i64>() {
                 Ok(i) => {
-                    let _ = write!(self.out, "{i}");
+                    self.out.push_str(itoa::Buffer::new().format(i));
                 }
                 // Arbitrary-precision integers are valid JSON numbers as digits.
                 Err(_) => match obj.str() {
@@ -288,7 +288,7 @@ impl JsonWriter {
         if let Ok(f) = obj.cast::<PyFloat>() {
             let v = f.value();
             if v.is_finite() {
-                let _ = write!(self.out, "{v:?}");
+                self.out.push_str(zmij::Buffer::new().format_finite(v));
             } else if v.is_nan() {
                 self.string("NaN");
             } else if v > 0.0 {

@@ -89,7 +89,9 @@ impl Recording {
 
 #[pyclass(module = "honeytrace._core", name = "Span", frozen, weakref)]
 pub struct PySpan {
-    inner: Mutex<Option<Recording>>,
+    /// Boxed: a span object moves several times between creation and the Python
+    /// heap; a pointer moves instead of the ~350-byte `SpanData`.
+    inner: Mutex<Option<Box<Recording>>>,
     pub(crate) sc: SpanContext,
     pub(crate) core: Option<Arc<Core>>,
     py_sc: PyOnceLock<Py<PyAny>>,
@@ -113,7 +115,7 @@ impl Drop for PySpan {
 
 impl PySpan {
     pub fn recording(
-        rec: Recording,
+        rec: Box<Recording>,
         core: Arc<Core>,
         record_exception: bool,
         set_status_on_exception: bool,
@@ -146,7 +148,7 @@ impl PySpan {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Recording>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Box<Recording>>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -155,7 +157,7 @@ impl PySpan {
             "span update",
             || (),
             || {
-                if let Some(s) = self.lock().as_mut() {
+                if let Some(s) = self.lock().as_deref_mut() {
                     f(s);
                 }
             },

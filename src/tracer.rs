@@ -249,7 +249,7 @@ impl Core {
             instrumentation_scope: scope.clone(),
         };
         PySpan::recording(
-            Recording::new(data, self.limits),
+            Box::new(Recording::new(data, self.limits)),
             self.clone(),
             record_exception,
             set_status_on_exception,
@@ -257,7 +257,7 @@ impl Core {
     }
 
     /// End a recorded span and hand it to the processor.
-    pub fn finish(&self, mut rec: Recording, end: Option<SystemTime>) {
+    pub fn finish(&self, mut rec: Box<Recording>, end: Option<SystemTime>) {
         rec.data.end_time = end.unwrap_or_else(SystemTime::now);
         self.processor.on_end(rec.data);
     }

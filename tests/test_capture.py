@@ -91,6 +91,11 @@ NATIVE = object()
         (Plain(), {"a": 1, "b": "two"}),
         (Opaque(), "<Opaque>"),
         (2**100, 2**100),  # beyond int64: a JSON number with every digit
+        # Numbers inside JSON round-trip exactly, exponents and int64 edges included.
+        (
+            [0.2, -0.0, 1e16, 1e-7, 5e-324, 1.7976931348623157e308, 3.0, -(2**63), 2**63 - 1, 0],
+            [0.2, -0.0, 1e16, 1e-7, 5e-324, 1.7976931348623157e308, 3.0, -(2**63), 2**63 - 1, 0],
+        ),
     ],
 )
 def test_values_become_native_or_json(
