@@ -11,7 +11,7 @@
 use crate::attributes::{self, capture_into, flatten, DEFAULT_BUDGET};
 use crate::context::{baggage_of, bridge, parent_of, Bridge, Parent};
 use crate::diag;
-use crate::processor::{is_stamp_key, shared, Explicit, Incoming};
+use crate::processor::{is_stamp_key, Explicit, Incoming};
 use crate::serialize::{self, JsonWriter};
 use crate::span::PySpan;
 use crate::tracer::{default_core, Core, TracerCore};
@@ -22,7 +22,6 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -144,7 +143,7 @@ impl TraceSpec {
         let params = params.map(|ps| {
             ps.into_iter()
                 .map(|(name, kind, default, skip)| Param {
-                    key: Key::from(Arc::<str>::from(format!("honeyhive_inputs.{name}"))),
+                    key: crate::intern::key(&format!("honeyhive_inputs.{name}")),
                     name: PyString::new(py, &name).unbind(),
                     kind,
                     default,
@@ -155,7 +154,7 @@ impl TraceSpec {
         let fresh = !attrs.iter().any(|kv| is_stamp_key(kv.key.as_str()));
         TraceSpec {
             static_name: if intern_name {
-                intern_span_name(&name)
+                crate::intern::intern(&name)
             } else {
                 None
             },
@@ -163,9 +162,9 @@ impl TraceSpec {
             name: Arc::from(name.as_str()),
             static_attrs: attrs.into_iter().map(shared_kv).collect(),
             explicit: Explicit {
-                session_id: session_id.as_deref().map(shared),
-                project: project.as_deref().map(shared),
-                source: source.as_deref().map(shared),
+                session_id: session_id.as_deref().map(crate::intern::value),
+                project: project.as_deref().map(crate::intern::value),
+                source: source.as_deref().map(crate::intern::value),
             },
             bag_overrides,
             tracer: tracer.map(|t| t.get().core.clone()),
@@ -233,34 +232,14 @@ impl TraceSpec {
     }
 }
 
-/// Span names of decorated functions, interned once per process (bounded: dynamic
-/// names past the cap are allocated per call instead).
-static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
-const MAX_INTERNED_NAMES: usize = 10_000;
-
-/// The same attribute with reference-counted text: cloned into every span, so a
-/// clone must be a count increment, not an allocation.
+/// The same attribute with interned text (see `intern`): cloned into every span.
 fn shared_kv(kv: KeyValue) -> KeyValue {
-    let key = Key::from(Arc::<str>::from(kv.key.as_str()));
+    let key = crate::intern::key(kv.key.as_str());
     let value = match kv.value {
-        Value::String(s) => Value::String(Arc::<str>::from(s.as_str()).into()),
+        Value::String(s) => crate::intern::value(s.as_str()),
         other => other,
     };
     KeyValue::new(key, value)
-}
-
-fn intern_span_name(name: &str) -> Option<&'static str> {
-    let mut guard = NAMES.lock().unwrap_or_else(|p| p.into_inner());
-    let set = guard.get_or_insert_with(HashSet::new);
-    if let Some(n) = set.get(name) {
-        return Some(n);
-    }
-    if set.len() >= MAX_INTERNED_NAMES {
-        return None;
-    }
-    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
-    set.insert(leaked);
-    Some(leaked)
 }
 
 struct Begun<'py> {

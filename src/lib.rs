@@ -7,6 +7,7 @@ mod decorator;
 mod diag;
 mod export;
 mod ids;
+mod intern;
 mod processor;
 mod propagation;
 mod pystr;

@@ -109,12 +109,13 @@ impl Stamper {
     pub fn new(cfg: &Config) -> Self {
         Stamper {
             cache: Mutex::new(None),
-            session_id: shared(&cfg.session_id),
-            project: cfg.project.as_deref().map(shared),
-            source: shared(&cfg.source),
-            run_id: cfg.run_id.as_deref().map(shared),
-            dataset_id: cfg.dataset_id.as_deref().map(shared),
-            datapoint_id: cfg.datapoint_id.as_deref().map(shared),
+            // Interned: cloned into every span (see `intern`).
+            session_id: crate::intern::value(&cfg.session_id),
+            project: cfg.project.as_deref().map(crate::intern::value),
+            source: crate::intern::value(&cfg.source),
+            run_id: cfg.run_id.as_deref().map(crate::intern::value),
+            dataset_id: cfg.dataset_id.as_deref().map(crate::intern::value),
+            datapoint_id: cfg.datapoint_id.as_deref().map(crate::intern::value),
             allowlist: cfg.baggage_allowlist.clone(),
         }
     }

@@ -532,12 +532,19 @@ fn scope_of(
     schema_url: Option<String>,
     attributes: Option<&Bound<'_, PyAny>>,
 ) -> InstrumentationScope {
-    let mut b = InstrumentationScope::builder(name);
+    // Interned: the scope is cloned into every span it makes (see `intern`).
+    let text = |s: String| -> Cow<'static, str> {
+        match crate::intern::intern(&s) {
+            Some(st) => Cow::Borrowed(st),
+            None => Cow::Owned(s),
+        }
+    };
+    let mut b = InstrumentationScope::builder(text(name));
     if let Some(v) = version {
-        b = b.with_version(v);
+        b = b.with_version(text(v));
     }
     if let Some(s) = schema_url {
-        b = b.with_schema_url(s);
+        b = b.with_schema_url(text(s));
     }
     if let Some(a) = attributes.filter(|a| !a.is_none()) {
         let mut kvs = Vec::new();
