@@ -11,7 +11,7 @@
 use crate::attributes::{self, capture_into, flatten, DEFAULT_BUDGET};
 use crate::context::{baggage_of, bridge, parent_of, Bridge, Parent};
 use crate::diag;
-use crate::processor::{is_stamp_key, Explicit, Incoming};
+use crate::processor::{is_stamp_key, shared, Explicit, Incoming};
 use crate::serialize::{self, JsonWriter};
 use crate::span::PySpan;
 use crate::tracer::{default_core, Core, TracerCore};
@@ -74,7 +74,7 @@ impl TraceSpec {
     #[pyo3(signature = (name, *, tracer=None, event_type=None, event_name=None, event_id=None,
         session_id=None, project=None, source=None, config=None, metadata=None, metrics=None,
         feedback=None, user_properties=None, inputs=None, outputs=None, attributes=None,
-        error=None, capture_inputs=true, capture_outputs=true, params=None, intern_name=false))]
+        error=None, capture_inputs=true, capture_outputs=true, params=None, long_lived=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -98,7 +98,7 @@ impl TraceSpec {
         capture_inputs: bool,
         capture_outputs: bool,
         params: Option<Vec<ParamSpec>>,
-        intern_name: bool,
+        long_lived: bool,
     ) -> Self {
         let budget = DEFAULT_BUDGET;
         let mut attrs: Vec<KeyValue> = Vec::new();
@@ -143,7 +143,14 @@ impl TraceSpec {
         let params = params.map(|ps| {
             ps.into_iter()
                 .map(|(name, kind, default, skip)| Param {
-                    key: crate::intern::key(&format!("honeyhive_inputs.{name}")),
+                    key: {
+                        let k = format!("honeyhive_inputs.{name}");
+                        if long_lived {
+                            crate::intern::key(&k)
+                        } else {
+                            Key::from(k)
+                        }
+                    },
                     name: PyString::new(py, &name).unbind(),
                     kind,
                     default,
@@ -152,19 +159,33 @@ impl TraceSpec {
                 .collect()
         });
         let fresh = !attrs.iter().any(|kv| is_stamp_key(kv.key.as_str()));
+        // A decorator's spec lives as long as the code and is cloned into every span:
+        // its text is interned. A one-off spec (`enrich_span_context`, whose values
+        // change per call) must not fill the process-wide intern table.
+        let text = |v: &str| {
+            if long_lived {
+                crate::intern::value(v)
+            } else {
+                shared(v)
+            }
+        };
         TraceSpec {
-            static_name: if intern_name {
+            static_name: if long_lived {
                 crate::intern::intern(&name)
             } else {
                 None
             },
             fresh,
             name: Arc::from(name.as_str()),
-            static_attrs: attrs.into_iter().map(shared_kv).collect(),
+            static_attrs: if long_lived {
+                attrs.into_iter().map(interned_kv).collect()
+            } else {
+                attrs
+            },
             explicit: Explicit {
-                session_id: session_id.as_deref().map(crate::intern::value),
-                project: project.as_deref().map(crate::intern::value),
-                source: source.as_deref().map(crate::intern::value),
+                session_id: session_id.as_deref().map(text),
+                project: project.as_deref().map(text),
+                source: source.as_deref().map(text),
             },
             bag_overrides,
             tracer: tracer.map(|t| t.get().core.clone()),
@@ -233,7 +254,7 @@ impl TraceSpec {
 }
 
 /// The same attribute with interned text (see `intern`): cloned into every span.
-fn shared_kv(kv: KeyValue) -> KeyValue {
+fn interned_kv(kv: KeyValue) -> KeyValue {
     let key = crate::intern::key(kv.key.as_str());
     let value = match kv.value {
         Value::String(s) => crate::intern::value(s.as_str()),

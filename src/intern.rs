@@ -1,6 +1,8 @@
 //! Process-wide interned text for strings that live as long as the code that made them:
-//! decorated functions' names, parameter keys and static attributes, and each tracer's
-//! session, project and source.
+//! decorated functions' names, parameter keys and static attributes, each tracer's
+//! project and source, instrumentation scopes. Text that changes at run time (session
+//! ids, incoming baggage, `enrich_span_context` values) is not interned: it would fill
+//! the table for good.
 //!
 //! Why not `Arc<str>`: these values are cloned into every span on the caller's thread
 //! and dropped with the span on the export thread. With a reference count, every clone

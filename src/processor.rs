@@ -109,8 +109,10 @@ impl Stamper {
     pub fn new(cfg: &Config) -> Self {
         Stamper {
             cache: Mutex::new(None),
-            // Interned: cloned into every span (see `intern`).
-            session_id: crate::intern::value(&cfg.session_id),
+            // Interned: cloned into every span (see `intern`). Not the session id: a
+            // tracer per session (HoneyHive's serverless pattern) would fill the intern
+            // table with one-off ids.
+            session_id: shared(&cfg.session_id),
             project: cfg.project.as_deref().map(crate::intern::value),
             source: crate::intern::value(&cfg.source),
             run_id: cfg.run_id.as_deref().map(crate::intern::value),

@@ -219,6 +219,26 @@ fn start_server_span(
     )
 }
 
+/// The request attributes both servers have: method, scheme (default http), path, query.
+fn request_attributes(
+    method: &str,
+    scheme: Option<String>,
+    path: &str,
+    query: Option<String>,
+) -> Vec<KeyValue> {
+    let mut a = Vec::with_capacity(10);
+    a.push(KeyValue::new("http.request.method", method.to_string()));
+    a.push(KeyValue::new(
+        "url.scheme",
+        scheme.unwrap_or_else(|| "http".into()),
+    ));
+    a.push(KeyValue::new("url.path", path.to_string()));
+    if let Some(q) = query {
+        a.push(KeyValue::new("url.query", q));
+    }
+    a
+}
+
 // ---------------------------------------------------------------------------------
 // WSGI
 
@@ -228,16 +248,12 @@ fn wsgi_attributes(
     method: &str,
     path: &str,
 ) -> Vec<KeyValue> {
-    let mut a = Vec::with_capacity(10);
-    a.push(KeyValue::new("http.request.method", method.to_string()));
-    a.push(KeyValue::new(
-        "url.scheme",
-        get_text(env, intern!(py, "wsgi.url_scheme")).unwrap_or_else(|| "http".into()),
-    ));
-    a.push(KeyValue::new("url.path", path.to_string()));
-    if let Some(q) = get_text(env, intern!(py, "QUERY_STRING")) {
-        a.push(KeyValue::new("url.query", q));
-    }
+    let mut a = request_attributes(
+        method,
+        get_text(env, intern!(py, "wsgi.url_scheme")),
+        path,
+        get_text(env, intern!(py, "QUERY_STRING")),
+    );
     let host = get_text(env, intern!(py, "HTTP_HOST"))
         .or_else(|| get_text(env, intern!(py, "SERVER_NAME")));
     if let Some(host) = host {
@@ -541,16 +557,12 @@ fn asgi_attributes(
     method: &str,
     path: &str,
 ) -> Vec<KeyValue> {
-    let mut a = Vec::with_capacity(10);
-    a.push(KeyValue::new("http.request.method", method.to_string()));
-    a.push(KeyValue::new(
-        "url.scheme",
-        get_text(scope, intern!(py, "scheme")).unwrap_or_else(|| "http".into()),
-    ));
-    a.push(KeyValue::new("url.path", path.to_string()));
-    if let Some(q) = get_text(scope, intern!(py, "query_string")) {
-        a.push(KeyValue::new("url.query", q));
-    }
+    let mut a = request_attributes(
+        method,
+        get_text(scope, intern!(py, "scheme")),
+        path,
+        get_text(scope, intern!(py, "query_string")),
+    );
     let pair = |key: &Bound<'_, PyString>| -> Option<(Option<String>, Option<i64>)> {
         let v = scope
             .get_item(key)

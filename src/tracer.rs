@@ -569,40 +569,71 @@ impl ScopedTracer {
         record_exception: bool,
         set_status_on_exception: bool,
     ) -> PyResult<PySpan> {
-        diag::shield(
-            "start_span",
-            || Ok(PySpan::non_recording(SpanContext::empty_context())),
-            || {
-                let b = bridge(py)?;
-                let ctx = match context.filter(|c| !c.is_none()) {
-                    Some(c) => c.clone(),
-                    None => b.current(py)?,
-                };
-                let parent = parent_of(b, &ctx);
-                let core = match (&self.fixed, &parent) {
-                    (Some(c), _) => Some(c.clone()),
-                    (None, p) if p.core().is_some_and(|c| c.is_live()) => p.core().cloned(),
-                    _ => default_core(),
-                };
-                let Some(core) = core else {
-                    return Ok(PySpan::non_recording(SpanContext::empty_context()));
-                };
-                core.start(
-                    py,
-                    &self.scope,
-                    name,
-                    &ctx,
-                    parent,
-                    kind,
-                    attributes,
-                    links,
-                    start_time,
-                    record_exception,
-                    set_status_on_exception,
-                )
-            },
+        start_span_in(
+            py,
+            &self.scope,
+            self.fixed.as_ref(),
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
         )
     }
+}
+
+/// Start a span (OpenTelemetry `start_span`) under the parent in `context` (else the
+/// current one), recorded by `fixed` or else by the parent's live tracer or the default.
+#[allow(clippy::too_many_arguments)]
+fn start_span_in(
+    py: Python<'_>,
+    scope: &InstrumentationScope,
+    fixed: Option<&Arc<Core>>,
+    name: String,
+    context: Option<&Bound<'_, PyAny>>,
+    kind: SpanKind,
+    attributes: Option<&Bound<'_, PyAny>>,
+    links: Option<&Bound<'_, PyAny>>,
+    start_time: Option<u64>,
+    record_exception: bool,
+    set_status_on_exception: bool,
+) -> PyResult<PySpan> {
+    diag::shield(
+        "start_span",
+        || Ok(PySpan::non_recording(SpanContext::empty_context())),
+        || {
+            let b = bridge(py)?;
+            let ctx = match context.filter(|c| !c.is_none()) {
+                Some(c) => c.clone(),
+                None => b.current(py)?,
+            };
+            let parent = parent_of(b, &ctx);
+            let core = match (fixed, &parent) {
+                (Some(c), _) => Some(c.clone()),
+                (None, p) if p.core().is_some_and(|c| c.is_live()) => p.core().cloned(),
+                _ => default_core(),
+            };
+            let Some(core) = core else {
+                return Ok(PySpan::non_recording(SpanContext::empty_context()));
+            };
+            core.start(
+                py,
+                scope,
+                name,
+                &ctx,
+                parent,
+                kind,
+                attributes,
+                links,
+                start_time,
+                record_exception,
+                set_status_on_exception,
+            )
+        },
+    )
 }
 
 #[pymethods]
@@ -1061,34 +1092,18 @@ impl TracerCore {
         record_exception: Option<&Bound<'_, PyAny>>,
         set_status_on_exception: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PySpan> {
-        let name = attributes::lenient_text(name);
-        let start_time = attributes::lenient_ns(start_time);
-        let record_exception = flag(record_exception);
-        let set_status_on_exception = flag(set_status_on_exception);
-        diag::shield(
-            "start_span",
-            || Ok(PySpan::non_recording(SpanContext::empty_context())),
-            || {
-                let b = bridge(py)?;
-                let ctx = match context.filter(|c| !c.is_none()) {
-                    Some(c) => c.clone(),
-                    None => b.current(py)?,
-                };
-                let parent = parent_of(b, &ctx);
-                self.core.start(
-                    py,
-                    &self.core.scope,
-                    name,
-                    &ctx,
-                    parent,
-                    span_kind(kind),
-                    attributes,
-                    links,
-                    start_time,
-                    record_exception,
-                    set_status_on_exception,
-                )
-            },
+        start_span_in(
+            py,
+            &self.core.scope,
+            Some(&self.core),
+            attributes::lenient_text(name),
+            context,
+            span_kind(kind),
+            attributes,
+            links,
+            attributes::lenient_ns(start_time),
+            flag(record_exception),
+            flag(set_status_on_exception),
         )
     }
 

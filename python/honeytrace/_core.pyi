@@ -215,7 +215,7 @@ class TraceSpec:
         capture_inputs: bool = True,
         capture_outputs: bool = True,
         params: Optional[Sequence[tuple[str, int, Any, bool]]] = None,
-        intern_name: bool = False,
+        long_lived: bool = False,
     ) -> None: ...
     @property
     def name(self) -> str: ...

@@ -131,7 +131,7 @@ def _spec(func: Any, opts: dict[str, Any], default_name: Optional[str] = None) -
         capture_inputs=bool(opts.get("capture_inputs", True)),
         capture_outputs=bool(opts.get("capture_outputs", True)),
         params=_params(func, ignore),
-        intern_name=True,
+        long_lived=True,
     )
 
 
@@ -165,20 +165,26 @@ def _wrap_async(func: Any, spec: _core.TraceSpec) -> Any:
     return traced
 
 
+def _create_in(scope: Any, func: Any, args: Any, kwargs: Any) -> Any:
+    """Call a generator function with the span's context current; a failure to create
+    the generator fails the span."""
+    token = _attach(scope.context)
+    try:
+        return func(*args, **kwargs)
+    except BaseException as exc:
+        scope.fail(exc)
+        raise
+    finally:
+        _restore(token)
+
+
 def _wrap_generator(func: Any, spec: _core.TraceSpec) -> Any:
     def traced(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         scope = spec.enter(args, kwargs)
         if scope is None:
             return (yield from func(*args, **kwargs))
         ctx = scope.context
-        token = _attach(ctx)
-        try:
-            gen = func(*args, **kwargs)
-        except BaseException as exc:
-            _restore(token)
-            scope.fail(exc)
-            raise
-        _restore(token)
+        gen = _create_in(scope, func, args, kwargs)
         send: Any = None
         throw: Optional[BaseException] = None
         while True:
@@ -222,14 +228,7 @@ def _wrap_async_generator(func: Any, spec: _core.TraceSpec) -> Any:
                 yield item
             return
         ctx = scope.context
-        token = _attach(ctx)
-        try:
-            agen = func(*args, **kwargs)
-        except BaseException as exc:
-            _restore(token)
-            scope.fail(exc)
-            raise
-        _restore(token)
+        agen = _create_in(scope, func, args, kwargs)
         send: Any = None
         throw: Optional[BaseException] = None
         while True:

@@ -102,27 +102,31 @@ def _patch(key: str, owner: Any, name: str, wrapper: Callable[..., Any]) -> None
     setattr(owner, name, wrapper(original))
 
 
+def _wrap_send(send: Callable[..., Any]) -> Callable[..., Any]:
+    """A traced ``send(self, request, **kwargs)``: ``requests.Session.send`` and
+    ``httpx.Client.send`` have the same shape (method, url, headers, status_code)."""
+
+    def traced_send(self: Any, request: Any, **kwargs: Any) -> Any:
+        call = _Call(str(request.method), str(request.url))
+        request.headers.update(call.headers)
+        try:
+            response = send(self, request, **kwargs)
+        except BaseException as exc:
+            call.done(None, exc)
+            raise
+        call.done(response.status_code)
+        return response
+
+    return traced_send
+
+
 def _requests() -> bool:
     try:
         import requests
     except ImportError:
         return False
 
-    def wrap(send: Callable[..., Any]) -> Callable[..., Any]:
-        def traced_send(self: Any, request: Any, **kwargs: Any) -> Any:
-            call = _Call(str(request.method), str(request.url))
-            request.headers.update(call.headers)
-            try:
-                response = send(self, request, **kwargs)
-            except BaseException as exc:
-                call.done(None, exc)
-                raise
-            call.done(response.status_code)
-            return response
-
-        return traced_send
-
-    _patch("requests", requests.Session, "send", wrap)
+    _patch("requests", requests.Session, "send", _wrap_send)
     return True
 
 
@@ -132,23 +136,9 @@ def _httpx() -> bool:
     except ImportError:
         return False
 
-    def wrap_sync(send: Callable[..., Any]) -> Callable[..., Any]:
-        def traced_send(self: Any, request: Any, **kwargs: Any) -> Any:
-            call = _Call(request.method, str(request.url))
-            request.headers.update(call.headers)
-            try:
-                response = send(self, request, **kwargs)
-            except BaseException as exc:
-                call.done(None, exc)
-                raise
-            call.done(response.status_code)
-            return response
-
-        return traced_send
-
     def wrap_async(send: Callable[..., Any]) -> Callable[..., Any]:
         async def traced_send(self: Any, request: Any, **kwargs: Any) -> Any:
-            call = _Call(request.method, str(request.url))
+            call = _Call(str(request.method), str(request.url))
             request.headers.update(call.headers)
             try:
                 response = await send(self, request, **kwargs)
@@ -160,7 +150,7 @@ def _httpx() -> bool:
 
         return traced_send
 
-    _patch("httpx", httpx.Client, "send", wrap_sync)
+    _patch("httpx", httpx.Client, "send", _wrap_send)
     _patch("httpx-async", httpx.AsyncClient, "send", wrap_async)
     return True
 
