@@ -183,7 +183,9 @@ impl TraceSpec {
                 attrs
             },
             explicit: Explicit {
-                session_id: session_id.as_deref().map(text),
+                // Never interned: decorators made per request (`@trace(session_id=...)`
+                // inside a handler) would fill the table with one-off ids.
+                session_id: session_id.as_deref().map(shared),
                 project: project.as_deref().map(text),
                 source: source.as_deref().map(text),
             },

@@ -406,6 +406,20 @@ def test_our_client_to_a_python_otel_sdk_server(make_tracer: Make, http_instrume
     assert seen["session"] == client.session_id
 
 
+def assert_each_request_kept_its_session(replies: list[Any], server: HoneyHiveTracer) -> None:
+    """Request i was sent in session sess-i: the server saw it, restored its context
+    afterwards, and stamped its span with that session and no other."""
+    assert [r["session"] for r in replies] == [f"sess-{i}" for i in range(32)]
+    assert all(r["restored"] for r in replies)
+    agents = by_name(server.finished_spans(), ".agent")
+    assert len(agents) == 32
+    for s in agents:
+        assert (
+            s["attributes"]["honeyhive.session_id"]
+            == f"sess-{s['attributes']['honeyhive_inputs.q']}"
+        )
+
+
 def test_32_concurrent_sessions_against_a_threaded_server(make_tracer: Make) -> None:
     client = make_tracer(test_mode=True)
     server = make_tracer(test_mode=True)
@@ -423,15 +437,7 @@ def test_32_concurrent_sessions_against_a_threaded_server(make_tracer: Make) -> 
 
     with serve_wsgi(manual) as url, ThreadPoolExecutor(32) as pool:
         replies = list(pool.map(lambda i: one(url, i), range(32)))
-    assert [r["session"] for r in replies] == [f"sess-{i}" for i in range(32)]
-    assert all(r["restored"] for r in replies)
-    agents = by_name(server.finished_spans(), ".agent")
-    assert len(agents) == 32
-    for s in agents:
-        assert (
-            s["attributes"]["honeyhive.session_id"]
-            == f"sess-{s['attributes']['honeyhive_inputs.q']}"
-        )
+    assert_each_request_kept_its_session(replies, server)
 
 
 def test_32_concurrent_sessions_against_an_async_server(make_tracer: Make) -> None:
@@ -454,15 +460,7 @@ def test_32_concurrent_sessions_against_an_async_server(make_tracer: Make) -> No
 
     with serve_asgi(fastapi_manual_app(server)) as url:
         replies = asyncio.run(main(url))
-    assert [r["session"] for r in replies] == [f"sess-{i}" for i in range(32)]
-    assert all(r["restored"] for r in replies)
-    agents = by_name(server.finished_spans(), ".agent")
-    assert len(agents) == 32
-    for s in agents:
-        assert (
-            s["attributes"]["honeyhive.session_id"]
-            == f"sess-{s['attributes']['honeyhive_inputs.q']}"
-        )
+    assert_each_request_kept_its_session(replies, server)
 
 
 def test_baggage_only_to_allowed_hosts(make_tracer: Make, http_instrumented: None) -> None:

@@ -112,25 +112,26 @@ def _line(s: SpanRecord, depth: int, show_service: bool) -> str:
         parts.append(f"({s.service})")
     if s.status_code == 2:
         parts.append(f"✗ {s.status_message}")
-    inputs = [
-        f"{k[len('honeyhive_inputs.') :]}={_short(v, 30)}"
-        for k, v in s.attributes.items()
-        if k.startswith("honeyhive_inputs.")
-    ][:3]
+    inputs = _fields(s.attributes, "honeyhive_inputs.", 30)
     if inputs:
         parts.append("in: " + " ".join(inputs))
     out = s.attributes.get("honeyhive_outputs.result")
     if out is not None:
         parts.append("out: " + _short(out))
     else:
-        outs = [
-            f"{k[len('honeyhive_outputs.') :]}={_short(v, 40)}"
-            for k, v in s.attributes.items()
-            if k.startswith("honeyhive_outputs.")
-        ][:3]
+        outs = _fields(s.attributes, "honeyhive_outputs.", 40)
         if outs:
             parts.append("out: " + " ".join(outs))
     return "  ".join(parts)
+
+
+def _fields(attributes: dict[str, Any], prefix: str, width: int) -> list[str]:
+    """The first three ``name=value`` pairs under ``prefix``, values shortened."""
+    return [
+        f"{k[len(prefix) :]}={_short(v, width)}"
+        for k, v in attributes.items()
+        if k.startswith(prefix)
+    ][:3]
 
 
 def render_session(session_id: str, spans: list[SpanRecord]) -> str:
