@@ -275,8 +275,13 @@ def test_trust_from_the_environment(make_tracer: Make, monkeypatch: pytest.Monke
     assert t.finished_spans()[0]["trace_id"] != TRACE
     with pytest.raises(ValueError, match="continue, restart or ignore"):
         HoneyHiveTracer.init(test_mode=True, trust="sometimes")
-    with pytest.raises(ValueError, match="trust"):
-        with_distributed_trace_context({}, trust="maybe")
+    # Per request, a bad policy must not fail the request: logged, counted, ignored.
+    before = t.stats()["invalid_arguments"]
+    with with_distributed_trace_context({"traceparent": TP}, t, trust="maybe"):
+        with t.start_as_current_span("s2"):
+            pass
+    assert t.stats()["invalid_arguments"] == before + 1
+    assert t.finished_spans()[-1]["trace_id"] != TRACE  # the tracer's policy: restart
 
 
 @pytest.mark.parametrize(

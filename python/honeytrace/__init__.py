@@ -8,40 +8,11 @@ with a Rust engine.
 
 from __future__ import annotations
 
-from typing import Any as _Any
+from . import _compat, _core, _log, _wrappers
 
-from opentelemetry import context as _context
-from opentelemetry.baggage import _BAGGAGE_KEY
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext as _CVRC
-from opentelemetry.trace import SpanContext as _SpanContext
-from opentelemetry.trace import TraceFlags as _TraceFlags
-from opentelemetry.trace import TraceState as _TraceState
-from opentelemetry.trace.propagation import _SPAN_KEY
-
-from . import _core
-
-_runtime = _context._RUNTIME_CONTEXT
-
-
-def _format_exception(*args: _Any) -> list[str]:
-    # traceback is imported on the first recorded exception, not with honeytrace
-    # (it costs ~9 ms of a cold import).
-    import traceback
-
-    return traceback.format_exception(*args)
-
-
-_core._install_bridge(
-    _runtime._current_context if isinstance(_runtime, _CVRC) else None,
-    _runtime,
-    _SPAN_KEY,
-    _BAGGAGE_KEY,
-    _context.Context,
-    _SpanContext,
-    _TraceFlags,
-    _TraceState,
-    _format_exception,
-)
+_core._install_bridge(**_compat.bridge_parts(), as_decorator=_wrappers.as_decorator)
+_log.connect(_core._take_logs, _core._logs_pending)
+_log.drain_at_exit()
 
 from ._decorators import atrace, trace, trace_class  # noqa: E402
 from ._distributed import (  # noqa: E402

@@ -1,33 +1,25 @@
 """``@trace``, ``atrace`` and ``trace_class``.
 
-Sync functions are wrapped by a Rust callable (``_core.TracedFunction``). Coroutine
-functions, generators and async generators get Python wrappers of the same kind, so
-``inspect.iscoroutinefunction`` / ``isgeneratorfunction`` / ``isasyncgenfunction`` hold
-for the decorated function; they drive a ``_core.CallScope`` and attach/detach the span's
-context around each step in the same frame (no "Failed to detach context").
+Every kind of callable gets a Python function of the same kind (``_wrappers``): a
+plain function for a sync callable (``inspect.isfunction`` holds, ``functools.wraps``
+metadata and the signature are kept, it pickles by reference and cloudpickles by
+value), and coroutine functions, generators and async generators of their own kind, so
+``inspect.iscoroutinefunction`` / ``isgeneratorfunction`` / ``isasyncgenfunction`` hold.
+They drive a ``_core.CallScope`` and attach/restore the span's context in the same
+frame (no "Failed to detach context").
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncGenerator, Generator
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, overload
+from typing import Any, Callable, Optional, TypeVar, Union, overload
 
-from opentelemetry import context as _otel_context
-
-from . import _core
-
-if TYPE_CHECKING:
-    from ._tracer import HoneyHiveTracer
+from . import _core, _log, _wrappers
+from ._registry import TracerLike
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
-
-_runtime = _otel_context._RUNTIME_CONTEXT
-_var = getattr(_runtime, "_current_context", None)
-_attach: Callable[[Any], Any] = _var.set if _var is not None else _runtime.attach
-_detach: Callable[[Any], Any] = _var.reset if _var is not None else _runtime.detach
 
 _OPTIONS = frozenset(
     {
@@ -53,15 +45,6 @@ _OPTIONS = frozenset(
 _DICT_OPTIONS = ("config", "metadata", "metrics", "feedback", "user_properties")
 _STR_OPTIONS = ("event_type", "event_name", "event_id", "session_id", "project", "source")
 _SKIP_FIRST = ("self", "cls")
-
-
-def _restore(token: Any) -> None:
-    try:
-        _detach(token)
-    except Exception:  # pragma: no cover - our wrappers never cross contexts
-        from ._log import logger
-
-        logger.warning("could not restore the previous context", exc_info=True)
 
 
 def _check_options(where: str, opts: dict[str, Any]) -> None:
@@ -147,125 +130,6 @@ def _is_async(func: Any) -> bool:
     )
 
 
-def _wrap_async(func: Any, spec: _core.TraceSpec) -> Any:
-    async def traced(*args: Any, **kwargs: Any) -> Any:
-        # start() attaches the span's context; done()/error() restore it. Both run in
-        # this coroutine, so in the same context.
-        scope = spec.start(args, kwargs)
-        if scope is None:
-            return await func(*args, **kwargs)
-        try:
-            result = await func(*args, **kwargs)
-        except BaseException as exc:
-            scope.error(exc)
-            raise
-        scope.done(result)
-        return result
-
-    return traced
-
-
-def _create_in(scope: Any, func: Any, args: Any, kwargs: Any) -> Any:
-    """Call a generator function with the span's context current; a failure to create
-    the generator fails the span."""
-    token = _attach(scope.context)
-    try:
-        return func(*args, **kwargs)
-    except BaseException as exc:
-        scope.fail(exc)
-        raise
-    finally:
-        _restore(token)
-
-
-def _wrap_generator(func: Any, spec: _core.TraceSpec) -> Any:
-    def traced(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-        scope = spec.enter(args, kwargs)
-        if scope is None:
-            return (yield from func(*args, **kwargs))
-        ctx = scope.context
-        gen = _create_in(scope, func, args, kwargs)
-        send: Any = None
-        throw: Optional[BaseException] = None
-        while True:
-            token = _attach(ctx)
-            try:
-                item = gen.send(send) if throw is None else gen.throw(throw)
-            except StopIteration as stop:
-                _restore(token)
-                scope.finish_stream(stop.value)
-                return stop.value
-            except BaseException as exc:
-                _restore(token)
-                scope.fail(exc)
-                raise
-            _restore(token)
-            scope.add_item(item)
-            throw = None
-            try:
-                send = yield item
-            except GeneratorExit as exc:
-                # The consumer stopped early (break, close(), garbage collection).
-                token = _attach(ctx)
-                try:
-                    gen.close()
-                finally:
-                    _restore(token)
-                scope.fail(exc)
-                raise
-            except BaseException as exc:  # thrown in by the consumer: pass it on
-                throw = exc
-                send = None
-
-    return traced
-
-
-def _wrap_async_generator(func: Any, spec: _core.TraceSpec) -> Any:
-    async def traced(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-        scope = spec.enter(args, kwargs)
-        if scope is None:
-            async for item in func(*args, **kwargs):
-                yield item
-            return
-        ctx = scope.context
-        agen = _create_in(scope, func, args, kwargs)
-        send: Any = None
-        throw: Optional[BaseException] = None
-        while True:
-            token = _attach(ctx)
-            try:
-                if throw is None:
-                    item = await agen.asend(send)
-                else:
-                    item = await agen.athrow(throw)
-            except StopAsyncIteration:
-                _restore(token)
-                scope.finish_stream(None)
-                return
-            except BaseException as exc:
-                _restore(token)
-                scope.fail(exc)
-                raise
-            _restore(token)
-            scope.add_item(item)
-            throw = None
-            try:
-                send = yield item
-            except GeneratorExit as exc:
-                token = _attach(ctx)
-                try:
-                    await agen.aclose()
-                finally:
-                    _restore(token)
-                scope.fail(exc)
-                raise
-            except BaseException as exc:
-                throw = exc
-                send = None
-
-    return traced
-
-
 def _decorate(func: Any, opts: dict[str, Any], default_name: Optional[str] = None) -> Any:
     if isinstance(func, classmethod):
         return classmethod(_decorate(func.__func__, opts, default_name))
@@ -274,14 +138,15 @@ def _decorate(func: Any, opts: dict[str, Any], default_name: Optional[str] = Non
     if not callable(func):
         raise TypeError(f"@trace needs a callable, got {type(func).__name__}")
     spec = _spec(func, opts, default_name)
+    _log.start_pump()
     if inspect.isasyncgenfunction(func):
-        wrapper = _wrap_async_generator(func, spec)
+        wrapper = _wrappers.async_generator(func, spec)
     elif _is_async(func):
-        wrapper = _wrap_async(func, spec)
+        wrapper = _wrappers.coroutine(func, spec)
     elif inspect.isgeneratorfunction(func):
-        wrapper = _wrap_generator(func, spec)
+        wrapper = _wrappers.generator(func, spec)
     else:
-        wrapper = _core.TracedFunction(func, spec)
+        wrapper = _wrappers.sync(func, spec)
     try:
         functools.update_wrapper(wrapper, func)
     except (AttributeError, TypeError):  # pragma: no cover - exotic callables
@@ -361,26 +226,3 @@ def trace_class(__cls: Optional[type] = None, **kwargs: Any) -> Any:
         return cls
 
     return apply(__cls) if __cls is not None else apply
-
-
-def _tracer_trace(tracer: HoneyHiveTracer, name: Optional[str], **kwargs: Any) -> Any:
-    """``tracer.trace(...)``: a decorator bound to ``tracer`` that is also usable as
-    ``with tracer.trace("name"):`` (HoneyHive's two meanings of this method)."""
-    from ._enrich import enrich_span_context
-
-    class _TraceOrSpan:
-        def __call__(self, func: F) -> F:
-            opts = dict(kwargs, tracer=tracer)
-            if name is not None:
-                opts.setdefault("event_name", name)
-            _check_options("trace", opts)
-            return _decorate(func, opts)  # type: ignore[no-any-return]
-
-        def __enter__(self) -> Any:
-            self._cm = enrich_span_context(name or "span", tracer=tracer, **kwargs)
-            return self._cm.__enter__()
-
-        def __exit__(self, *exc: Any) -> Any:
-            return self._cm.__exit__(*exc)
-
-    return _TraceOrSpan()

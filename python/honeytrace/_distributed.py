@@ -4,7 +4,7 @@ OpenTelemetry propagator. W3C parsing, the trust policy and signing are in Rust.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 from opentelemetry import propagate
 from opentelemetry.context import Context
@@ -20,16 +20,10 @@ from opentelemetry.propagators.textmap import (
 
 from . import _core
 from ._log import logger
-
-if TYPE_CHECKING:
-    from ._tracer import HoneyHiveTracer
+from ._registry import TracerLike
 
 C = TypeVar("C")
 _FIELDS = ("traceparent", "tracestate", "baggage")
-
-
-def _core_of(tracer: Optional[HoneyHiveTracer]) -> Optional[_core.TracerCore]:
-    return tracer._core if tracer is not None else None
 
 
 #: Continue the caller's trace and session for a block (``with`` / ``async with``):
@@ -38,25 +32,25 @@ with_distributed_trace_context = _core.with_distributed_trace_context
 
 
 def inject_context_into_carrier(
-    carrier: C, tracer: Optional[HoneyHiveTracer] = None, *, baggage: bool = True
+    carrier: C, tracer: Optional[TracerLike] = None, *, baggage: bool = True
 ) -> C:
     """Write ``traceparent`` (and ``tracestate``) for the current span and ``baggage``
     with the current entries plus ``session_id``, ``project`` and ``source`` (from the
     baggage, else the tracer); signed when a baggage secret is configured. Works inside
     a plain span or outside any span. Returns the carrier."""
-    return _core.inject(carrier, None, _core_of(tracer), baggage)  # type: ignore[no-any-return]
+    return _core.inject(carrier, None, tracer, baggage)  # type: ignore[no-any-return]
 
 
 def extract_context_from_carrier(
     carrier: Any,
-    tracer: Optional[HoneyHiveTracer] = None,
+    tracer: Optional[TracerLike] = None,
     *,
     trust: Optional[str] = None,
     session_id: Optional[str] = None,
 ) -> Context:
     """The Context a carrier describes, built on the current one; never attached,
     never raising."""
-    return _core.extract(carrier, None, _core_of(tracer), trust, session_id)
+    return _core.extract(carrier, None, tracer, trust, session_id)
 
 
 class HoneyTracePropagator(TextMapPropagator):

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from opentelemetry import baggage, trace
 from opentelemetry.trace import INVALID_SPAN
 
-from . import _core
-from ._decorators import _attach, _restore
-
-if TYPE_CHECKING:
-    from ._tracer import HoneyHiveTracer
+from . import _core, _registry
+from ._registry import TracerLike
+from ._wrappers import attach, restore
 
 _NAMESPACES = (
     ("metadata", "honeyhive_metadata"),
@@ -25,13 +23,12 @@ _NAMESPACES = (
 )
 
 
-def _tracer_for(tracer: Optional[HoneyHiveTracer]) -> Optional[HoneyHiveTracer]:
+def _tracer_for(tracer: Optional[TracerLike]) -> Optional[TracerLike]:
     """Explicit > the tracer of the current honeytrace span > the default tracer."""
     if tracer is not None:
         return tracer
-    from ._tracer import get_default_tracer, tracer_of_span
-
-    return tracer_of_span(trace.get_current_span()) or get_default_tracer()
+    found: Optional[TracerLike] = _registry.of_span(trace.get_current_span()) or _registry.default()
+    return found
 
 
 def _merge_metadata(
@@ -59,7 +56,7 @@ def enrich_span(
     error: Optional[str] = None,
     event_id: Optional[str] = None,
     attributes: Optional[dict[str, Any]] = None,
-    tracer: Optional[HoneyHiveTracer] = None,
+    tracer: Optional[TracerLike] = None,
     **kwargs: Any,
 ) -> bool:
     """Add HoneyHive attributes to the current span.
@@ -91,7 +88,7 @@ def enrich_span(
 
 
 def _update_event(
-    tracer: Optional[HoneyHiveTracer],
+    tracer: Optional[TracerLike],
     event_id: str,
     values: dict[str, Any],
     error: Optional[str],
@@ -136,7 +133,7 @@ def enrich_session(
     feedback: Optional[dict[str, Any]] = None,
     metrics: Optional[dict[str, Any]] = None,
     user_properties: Optional[dict[str, Any]] = None,
-    tracer: Optional[HoneyHiveTracer] = None,
+    tracer: Optional[TracerLike] = None,
     **kwargs: Any,
 ) -> bool:
     """Add data to a whole session: explicit ``session_id`` > the session in baggage >
@@ -192,7 +189,7 @@ class enrich_span_context(contextlib.ContextDecorator):
         project: Optional[str] = None,
         source: Optional[str] = None,
         attributes: Optional[dict[str, Any]] = None,
-        tracer: Optional[HoneyHiveTracer] = None,
+        tracer: Optional[TracerLike] = None,
         event_type: Optional[str] = None,
     ) -> None:
         self._spec = _core.TraceSpec(
@@ -218,18 +215,18 @@ class enrich_span_context(contextlib.ContextDecorator):
         self._stack: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> trace.Span:
-        scope = self._spec.enter(())
+        scope = self._spec.start(())
         if scope is None:
             self._stack.append((None, None))
             return INVALID_SPAN
-        self._stack.append((scope, _attach(scope.context)))
+        self._stack.append((scope, attach(scope.context)))
         return scope.span
 
     def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
         scope, token = self._stack.pop()
         if scope is None:
             return
-        _restore(token)
+        restore(token)
         if exc is not None:
             scope.fail(exc)
         else:

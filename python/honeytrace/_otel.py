@@ -1,107 +1,24 @@
-"""honeytrace as an OpenTelemetry ``TracerProvider`` (rule 3).
+"""honeytrace as an OpenTelemetry ``TracerProvider``.
 
 The global provider routes each span to the honeytrace tracer that owns its parent
 span, else to the default tracer, so instrumentation spans nest under honeytrace spans
 and carry the same session stamps. A tracer's own ``provider`` is bound to it (for
-instrumentors given ``tracer_provider=tracer.provider``).
+instrumentors given ``tracer_provider=tracer.provider``). The ``Tracer`` itself is the
+engine's (``_core.Tracer``), registered as an ``opentelemetry.trace.Tracer``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Optional
 
 from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util import types
 
 from . import _core
 from ._log import logger
 
-if TYPE_CHECKING:
-    from ._tracer import HoneyHiveTracer
-
-
-class Tracer(trace.Tracer):
-    """An OpenTelemetry ``Tracer`` whose spans are honeytrace (Rust) spans."""
-
-    __slots__ = ("_rust",)
-
-    def __init__(self, rust: _core.ScopedTracer) -> None:
-        self._rust = rust
-
-    def start_span(
-        self,
-        name: str,
-        context: Optional[Context] = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: types.Attributes = None,
-        links: Optional[Sequence[Link]] = None,
-        start_time: Optional[int] = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-    ) -> trace.Span:
-        return self._rust.start_span(
-            name,
-            context,
-            kind,
-            attributes,
-            links,
-            start_time,
-            record_exception,
-            set_status_on_exception,
-        )
-
-    def start_as_current_span(  # type: ignore[override]
-        self,
-        name: str,
-        context: Optional[Context] = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: types.Attributes = None,
-        links: Optional[Sequence[Link]] = None,
-        start_time: Optional[int] = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-        end_on_exit: bool = True,
-    ) -> _core.CurrentSpan:
-        """A context manager (and decorator) for a span that is current inside it:
-        implemented in the engine, with OpenTelemetry's semantics (an escaping
-        ``Exception`` is recorded and sets an ERROR status, per the flags)."""
-        return self._rust.start_as_current_span(
-            name,
-            context,
-            kind,
-            attributes,
-            links,
-            start_time,
-            record_exception,
-            set_status_on_exception,
-            end_on_exit,
-        )
-
-
-def _as_decorator(cm: _core.CurrentSpan, func: Callable[..., Any]) -> Callable[..., Any]:
-    """``@tracer.start_as_current_span("name")``: a span per call; for a coroutine
-    function, around the whole awaited call (as OpenTelemetry does)."""
-    import functools
-    import inspect
-
-    if inspect.iscoroutinefunction(func):
-
-        @functools.wraps(func)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with cm._recreate_cm():
-                return await func(*args, **kwargs)
-
-        return async_wrapper
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with cm._recreate_cm():
-            return func(*args, **kwargs)
-
-    return wrapper
+#: An OpenTelemetry ``Tracer`` whose spans are honeytrace spans.
+Tracer = _core.Tracer
 
 
 class TracerProvider(trace.TracerProvider):
@@ -122,19 +39,20 @@ class TracerProvider(trace.TracerProvider):
             rust = _core.routing_tracer(name, instrumenting_library_version, schema_url, attributes)
         else:
             rust = self._core.tracer(name, instrumenting_library_version, schema_url, attributes)
-        return Tracer(rust)
+        return rust  # type: ignore[return-value]
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
+    def force_flush(self, timeout_millis: Any = 30000) -> bool:
+        seconds = _millis(timeout_millis)
         if self._core is None:
-            return _core.flush_all(timeout_millis / 1000.0)
-        return self._core.flush(timeout_millis / 1000.0)
+            return _core.flush_all(seconds)
+        return self._core.flush(seconds)
 
     def shutdown(self) -> None:
         """Shut down the tracers behind this provider (all of them when global)."""
         if self._core is None:
             _core.shutdown_all(None)
         else:
-            self._core.shutdown(self._core.shutdown_timeout)
+            self._core.shutdown(None)
 
     def __repr__(self) -> str:
         return (
@@ -144,11 +62,19 @@ class TracerProvider(trace.TracerProvider):
         )
 
 
+def _millis(value: Any) -> Any:
+    """Milliseconds to seconds; anything unusable is handed on for the engine to
+    count and replace by the default."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value / 1000.0
+    return value
+
+
 #: The provider honeytrace installs as the OpenTelemetry global.
 GLOBAL_PROVIDER = TracerProvider(None)
 
 
-def install_global(tracer: HoneyHiveTracer, want: Optional[bool]) -> bool:
+def install_global(want: Optional[bool]) -> bool:
     """Make honeytrace the global provider unless another one already is (or
     ``set_global=False``). Returns True when spans from ``trace.get_tracer`` reach
     honeytrace."""
@@ -171,5 +97,6 @@ def install_global(tracer: HoneyHiveTracer, want: Optional[bool]) -> bool:
 
 
 def patch_isinstance() -> None:
-    """Let ``isinstance(span, opentelemetry.trace.Span)`` hold for honeytrace spans."""
+    """Let ``isinstance(x, opentelemetry.trace.Span / Tracer)`` hold for honeytrace's."""
     trace.Span.register(_core.Span)
+    trace.Tracer.register(_core.Tracer)

@@ -15,9 +15,17 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util import types
 
-from . import _core, _log
+from . import _core, _log, _registry, _wrappers
 from ._core import CurrentSpan
-from ._distributed import install_propagator
+from ._decorators import F, _check_options, _decorate
+from ._distributed import (
+    extract_context_from_carrier,
+    inject_context_into_carrier,
+    install_propagator,
+)
+from ._enrich import enrich_session as _enrich_session
+from ._enrich import enrich_span as _enrich_span
+from ._enrich import enrich_span_context
 from ._log import logger
 from ._otel import Tracer, TracerProvider, install_global
 from ._threads import instrument_threads
@@ -25,12 +33,12 @@ from ._threads import instrument_threads
 if TYPE_CHECKING:  # typing_extensions is only needed by type checkers
     from typing_extensions import Self
 
-_DEFAULT_FLUSH_TIMEOUT = 30.0
 # Each tracer has an export thread: many live tracers usually means init() per request.
 _MANY_TRACERS = 32
+# How long the exit hook waits for engine calls that are running Python code to end.
+_EXIT_WAIT = 1.0
 _T = TypeVar("_T")
 _lock = threading.Lock()
-_tracers: dict[int, HoneyHiveTracer] = {}
 _announced: set[str] = set()
 _hooks_installed = False
 
@@ -54,7 +62,14 @@ def _default_session_name() -> str:
 
 
 def _at_exit() -> None:
-    _core.shutdown_all(None)
+    """The exit hook (``atexit`` runs it before CPython starts finalizing): export what
+    is queued within the deadline, emit the engine's last log records, then tell the
+    engine the interpreter is going away (no engine call runs Python code after it)."""
+    try:
+        _core.shutdown_all(None)
+        _log.drain()
+    finally:
+        _core._mark_exiting(_EXIT_WAIT)
 
 
 def _install_hooks() -> None:
@@ -81,25 +96,17 @@ class HoneyHiveTracer:
             and not os.environ.get("SESSION_NAME")
         ):
             kwargs["session_name"] = _default_session_name()
-        propagate_threads = _flag(kwargs.pop("propagate_threads", None), "HH_PROPAGATE_THREADS")
-        instrument_http = _flag(kwargs.pop("instrument_http", None), "HH_INSTRUMENT_HTTP")
-        baggage_hosts = kwargs.pop("baggage_hosts", None)
-        if baggage_hosts is None and os.environ.get("HH_BAGGAGE_HOSTS"):
-            baggage_hosts = [h.strip() for h in os.environ["HH_BAGGAGE_HOSTS"].split(",")]
-        if isinstance(baggage_hosts, str) or (
-            baggage_hosts is not None and not all(isinstance(h, str) for h in baggage_hosts)
-        ):
-            raise ValueError("honeytrace: baggage_hosts must be a list of host names")
-        redact = kwargs.pop("redact", None)
-        if redact is not None and not callable(redact):
-            raise ValueError("honeytrace: redact must be a callable redact(key, value) -> value")
+        # Every setting is parsed and checked by the engine, by one table (see the
+        # configuration table in the README).
         core, unknown, legacy = _core.TracerCore.create(kwargs, dict(os.environ))
+        redact = kwargs.get("redact")
         if redact is not None:
             _core.set_redactor(redact)
         self._core = core
         self._provider = TracerProvider(core)
-        self._otel_tracer = Tracer(core.tracer("honeytrace", _core.__version__))
+        self._otel_tracer: Tracer = core.tracer("honeytrace", _core.__version__)
         _log.set_verbose(core.verbose)
+        _log.start_pump()
         level = _user_stacklevel()
         for key in unknown:
             warnings.warn(
@@ -113,9 +120,8 @@ class HoneyHiveTracer:
                 f"no effect",
                 stacklevel=level,
             )
+        live = _registry.add(self)
         with _lock:
-            _tracers[core.id] = self
-            live = len(_tracers)
             _install_hooks()
         if live == _MANY_TRACERS:
             logger.warning(
@@ -124,19 +130,19 @@ class HoneyHiveTracer:
                 live,
             )
         live_mode = core.mode != "disabled"
-        self._is_global = install_global(self, core.set_global) if live_mode else False
+        self._is_global = install_global(core.set_global) if live_mode else False
         if live_mode:
             install_propagator(core.set_global)
-            if propagate_threads:
+            if core.propagate_threads:
                 instrument_threads()
-            if instrument_http:
+            if core.instrument_http:
                 from .integrations.http import instrument_http as _instrument_http
 
-                _instrument_http(baggage_hosts=baggage_hosts)
+                _instrument_http(baggage_hosts=core.baggage_hosts)
         destination = core.destination
         if destination not in _announced:
             _announced.add(destination)
-            logger.info("traces go to %s", destination)
+            _log.emit_now(20, "traces go to %s", destination)
 
     @classmethod
     def init(cls, **kwargs: Any) -> Self:
@@ -224,7 +230,7 @@ class HoneyHiveTracer:
         Use it with ``with tracer.start_span(...) as span:`` to end it on exit, or use
         :meth:`start_as_current_span` to also make it the current span.
         """
-        return self._core.start_span(
+        return self._otel_tracer.start_span(
             name,
             context,
             kind,
@@ -265,68 +271,55 @@ class HoneyHiveTracer:
     def trace(self, name: Optional[str] = None, **kwargs: Any) -> Any:
         """``@tracer.trace(event_type=...)`` decorates with this tracer;
         ``with tracer.trace("name"):`` runs the block in a span of this tracer."""
-        from ._decorators import _tracer_trace
-
-        return _tracer_trace(self, name, **kwargs)
+        return _TraceOrSpan(self, name, kwargs)
 
     def enrich_span(self, *args: Any, **kwargs: Any) -> bool:
         """:func:`honeytrace.enrich_span` with this tracer (for ``event_id`` updates)."""
-        from ._enrich import enrich_span
-
         kwargs.setdefault("tracer", self)
-        return enrich_span(*args, **kwargs)
+        return _enrich_span(*args, **kwargs)
 
     def enrich_session(self, *args: Any, **kwargs: Any) -> bool:
         """:func:`honeytrace.enrich_session` for this tracer's session by default."""
-        from ._enrich import enrich_session
-
         kwargs.setdefault("tracer", self)
-        return enrich_session(*args, **kwargs)
+        return _enrich_session(*args, **kwargs)
 
     # -- distributed tracing (HoneyHive's tracer methods) ---------------------------
     def inject(self, carrier: Any) -> Any:
         """Write traceparent and session baggage into ``carrier``; returns it."""
-        from ._distributed import inject_context_into_carrier
-
         return inject_context_into_carrier(carrier, self)
 
     inject_context = inject
 
     def extract(self, carrier: Any) -> Context:
         """The Context ``carrier`` describes (not attached)."""
-        from ._distributed import extract_context_from_carrier
-
         return extract_context_from_carrier(carrier, self)
 
     extract_context = extract
 
     def link(self, carrier: Any) -> Any:
         """Attach the context ``carrier`` describes; returns the token for :meth:`unlink`."""
-        from ._decorators import _attach
-
-        return _attach(self.extract(carrier))
+        return _wrappers.attach(self.extract(carrier))
 
     def unlink(self, token: Any) -> None:
         """Restore the context from before :meth:`link`."""
-        from ._decorators import _restore
-
-        _restore(token)
+        _wrappers.restore(token)
 
     # -- lifecycle -----------------------------------------------------------------
-    def flush(
-        self, timeout: Optional[float] = None, *, timeout_millis: Optional[int] = None
-    ) -> bool:
-        """Export every span ended so far; True when done within ``timeout`` seconds."""
-        return self._core.flush(_timeout(timeout, timeout_millis, _DEFAULT_FLUSH_TIMEOUT))
+    def flush(self, timeout: Optional[float] = None, *, timeout_millis: Any = None) -> bool:
+        """Export every span ended so far; True when done within ``timeout`` seconds
+        (default 30)."""
+        ok = self._core.flush(_timeout(timeout, timeout_millis))
+        _log.drain()
+        return ok
 
     force_flush = flush
 
     def shutdown(self, timeout: Optional[float] = None) -> bool:
         """Export what is queued (within ``timeout``, default ``shutdown_timeout``), then
         stop. Spans ended afterwards are dropped and counted. True on a clean shutdown."""
-        ok = self._core.shutdown(_timeout(timeout, None, self._core.shutdown_timeout))
-        with _lock:
-            _tracers.pop(self._core.id, None)
+        ok = self._core.shutdown(timeout)
+        _registry.remove(self._core.id)
+        _log.drain()
         return ok
 
     async def aflush(self, timeout: Optional[float] = None) -> bool:
@@ -339,6 +332,7 @@ class HoneyHiveTracer:
 
     def stats(self) -> dict[str, Any]:
         """Counters: spans started, ended, exported, dropped, failed; retries; more."""
+        _log.drain()
         return dict(self._core.stats())
 
     def finished_spans(self) -> list[dict[str, Any]]:
@@ -357,23 +351,39 @@ class HoneyHiveTracer:
         )
 
 
-def _flag(value: Any, env: str) -> bool:
-    if value is not None:
-        return bool(value)
-    raw = os.environ.get(env, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(f"honeytrace: environment variable {env} must be true or false, got {raw!r}")
-
-
-def _timeout(seconds: Optional[float], millis: Optional[int], default: float) -> float:
+def _timeout(seconds: Any, millis: Any) -> Any:
+    """Seconds from ``timeout`` or ``timeout_millis`` (OpenTelemetry's spelling); the
+    engine checks the value (NaN, negative, not a number: the default, counted)."""
     if seconds is not None:
-        return max(0.0, float(seconds))
-    if millis is not None:
-        return max(0.0, millis / 1000.0)
-    return default
+        return seconds
+    if isinstance(millis, (int, float)) and not isinstance(millis, bool):
+        return millis / 1000.0
+    return millis
+
+
+class _TraceOrSpan:
+    """``tracer.trace(...)``: a decorator bound to the tracer that is also usable as
+    ``with tracer.trace("name"):`` (HoneyHive's two meanings of this method)."""
+
+    def __init__(self, tracer: HoneyHiveTracer, name: Optional[str], kwargs: dict[str, Any]):
+        self._tracer = tracer
+        self._name = name
+        self._kwargs = kwargs
+        self._cm: Any = None
+
+    def __call__(self, func: F) -> F:
+        opts = dict(self._kwargs, tracer=self._tracer)
+        if self._name is not None:
+            opts.setdefault("event_name", self._name)
+        _check_options("trace", opts)
+        return _decorate(func, opts)  # type: ignore[no-any-return]
+
+    def __enter__(self) -> Any:
+        self._cm = enrich_span_context(self._name or "span", tracer=self._tracer, **self._kwargs)
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._cm.__exit__(*exc)
 
 
 async def _to_thread(fn: Callable[..., _T], *args: Any) -> _T:
@@ -393,46 +403,43 @@ def set_default_tracer(tracer: HoneyHiveTracer) -> None:
 
 def get_default_tracer() -> Optional[HoneyHiveTracer]:
     """The default tracer (the first initialised, unless changed), if any is live."""
-    tid = _core.default_tracer_id()
-    with _lock:
-        return _tracers.get(tid) if tid is not None else None
-
-
-def tracer_of_span(span: Any) -> Optional[HoneyHiveTracer]:
-    """The HoneyHiveTracer that owns ``span`` (a honeytrace span), else None."""
-    tid = getattr(span, "_tracer_id", None)
-    if tid is None:
-        return None
-    with _lock:
-        return _tracers.get(tid)
+    found: Optional[HoneyHiveTracer] = _registry.default()
+    return found
 
 
 def tracers() -> list[HoneyHiveTracer]:
     """Every live tracer in this process, oldest first."""
-    with _lock:
-        return list(_tracers.values())
+    return _registry.all_tracers()
 
 
 def flush(
     tracer: Optional[HoneyHiveTracer] = None,
     timeout: Optional[float] = None,
     *,
-    timeout_millis: Optional[int] = None,
+    timeout_millis: Any = None,
 ) -> bool:
     """Flush one tracer, or every tracer when called without one."""
-    t = _timeout(timeout, timeout_millis, _DEFAULT_FLUSH_TIMEOUT)
+    t = _timeout(timeout, timeout_millis)
     if tracer is not None:
         return tracer.flush(t)
-    return _core.flush_all(t)
+    ok = _core.flush_all(t)
+    _log.drain()
+    return ok
 
 
 def shutdown(timeout: Optional[float] = None) -> bool:
     """Shut every tracer down within one deadline (what the exit hook does)."""
     ok = _core.shutdown_all(timeout)
-    with _lock:
-        _tracers.clear()
+    _registry.clear()
+    _log.drain()
     return ok
 
 
+def _after_fork_in_child() -> None:
+    _core.after_fork_child()
+    if _registry.all_tracers():
+        _log.start_pump()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_core.after_fork_child)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

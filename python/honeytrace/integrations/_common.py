@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Optional, Union
+from typing import Optional, Union
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from .. import _core
-
-if TYPE_CHECKING:
-    from .._tracer import HoneyHiveTracer
+from .. import _registry
+from .._registry import TracerLike
 
 
 class ExcludedUrls:
@@ -34,14 +32,12 @@ class ExcludedUrls:
         return any(r.search(path) for r in self._regexes)
 
 
-def tracer_core(tracer: Optional[HoneyHiveTracer]) -> Optional[_core.TracerCore]:
+def active_tracer(tracer: Optional[TracerLike]) -> Optional[TracerLike]:
     """The tracer to use now: the given one if live, else the default."""
     if tracer is not None:
-        return tracer._core if tracer.is_initialized else None
-    from .._tracer import get_default_tracer
-
-    t = get_default_tracer()
-    return t._core if t is not None else None
+        return tracer if tracer.is_initialized else None
+    found: Optional[TracerLike] = _registry.default()
+    return found
 
 
 def record_error(span: trace.Span, exc: BaseException) -> None:

@@ -9,16 +9,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from opentelemetry import propagate
 
 from .. import _core
-from .._decorators import _attach, _restore
 from .._distributed import HoneyTracePropagator
-
-if TYPE_CHECKING:
-    from .._tracer import HoneyHiveTracer
+from .._registry import TracerLike
+from .._wrappers import attach, restore
 
 Scope = dict[str, Any]
 ASGIApp = Callable[..., Any]
@@ -39,14 +37,14 @@ class HoneyTraceASGIMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        tracer: Optional[HoneyHiveTracer] = None,
+        tracer: Optional[TracerLike] = None,
         *,
         excluded_urls: Optional[Iterable[Any]] = None,
         trust: Optional[str] = None,
     ) -> None:
         self.app = app
         self.tracer = tracer
-        self._engine = _core.AsgiTracing(tracer, excluded_urls=excluded_urls, trust=trust)
+        self._engine = _core.ServerTracing(tracer, excluded_urls=excluded_urls, trust=trust)
 
     def _traced_by_fastapi(self, scope: Scope) -> bool:
         telemetry = scope.get("fastapi.telemetry")
@@ -63,24 +61,29 @@ class HoneyTraceASGIMiddleware:
     ) -> None:
         request = None
         if "fastapi.telemetry" not in scope or not self._traced_by_fastapi(scope):
-            request = self._engine.begin(scope)
+            request = self._engine.begin_asgi(scope)
         if request is None:
             await self.app(scope, receive, send)
             return
-        token = _attach(request.context)
+
+        async def traced_send(message: Any) -> None:
+            request.observe(message)
+            await send(message)
+
+        token = attach(request.context)
         try:
-            await self.app(scope, receive, request.wrap_send(send))
+            await self.app(scope, receive, traced_send)
         except BaseException as exc:
-            request.fail(exc)
+            request.record(exc)
             raise
         finally:
-            _restore(token)
+            restore(token)
             request.end()
 
 
 def instrument_fastapi(
     app: Any,
-    tracer: Optional[HoneyHiveTracer] = None,
+    tracer: Optional[TracerLike] = None,
     *,
     excluded_urls: Optional[Iterable[Any]] = None,
     trust: Optional[str] = None,

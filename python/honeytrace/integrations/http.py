@@ -16,23 +16,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import _core
-from .._decorators import _attach, _restore
-from ._common import record_error, tracer_core
-
-if TYPE_CHECKING:
-    from .._tracer import HoneyHiveTracer
+from .._registry import TracerLike
+from .._wrappers import attach, restore
+from ._common import active_tracer, record_error
 
 _lock = threading.Lock()
 _patched: dict[str, tuple[Any, str, Callable[..., Any]]] = {}
 _hosts: Optional[tuple[str, ...]] = None  # None: every host
-_tracer: Optional[HoneyHiveTracer] = None
+_tracer: Optional[TracerLike] = None
 
 
 def baggage_allowed(host: str) -> bool:
@@ -69,18 +67,18 @@ class _Call:
         self.span: Optional[trace.Span] = None
         self.token: Any = None
         self.headers: dict[str, str] = {}
-        core = tracer_core(_tracer)
-        if core is None:
+        tracer = active_tracer(_tracer)
+        if tracer is None:
             return
         attrs, host = _client_attrs(method, url)
-        self.span = core.start_span(method, None, SpanKind.CLIENT, attrs)
+        self.span = tracer.tracer.start_span(method, None, SpanKind.CLIENT, attrs)
         ctx = trace.set_span_in_context(self.span)
-        self.token = _attach(ctx)
-        _core.inject(self.headers, ctx, core, baggage_allowed(host))
+        self.token = attach(ctx)
+        _core.inject(self.headers, ctx, tracer, baggage_allowed(host))
 
     def done(self, status: Optional[int], exc: Optional[BaseException] = None) -> None:
         if self.token is not None:
-            _restore(self.token)
+            restore(self.token)
         span = self.span
         if span is None:
             return
@@ -158,7 +156,7 @@ def _httpx() -> bool:
 def instrument_http(
     *,
     baggage_hosts: Optional[Iterable[str]] = None,
-    tracer: Optional[HoneyHiveTracer] = None,
+    tracer: Optional[TracerLike] = None,
 ) -> list[str]:
     """Propagate the trace and session on outgoing requests made with ``requests`` and
     ``httpx`` (whichever is installed). ``baggage_hosts``: hosts allowed to receive

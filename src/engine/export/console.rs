@@ -1,7 +1,7 @@
 //! Console exporter: a readable, indented tree per trace on stderr, printed when the
 //! trace's local root span ends (children end first, so they are buffered until then).
 
-use super::{ExportCtl, ExportResult, Exporter};
+use super::sink::{ExportControl, ExportResult, Exporter};
 use opentelemetry::trace::{SpanId, Status, TraceId};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::SpanData;
@@ -97,7 +97,7 @@ fn line(span: &SpanData, depth: usize) -> String {
 
 fn render(trace: TraceId, mut spans: Vec<SpanData>) -> String {
     for s in &mut spans {
-        crate::processor::prepare(s);
+        super::prepare::prepare(s);
     }
     spans.sort_by_key(|s| s.start_time);
     let ids: std::collections::HashSet<SpanId> =
@@ -131,7 +131,7 @@ fn render(trace: TraceId, mut spans: Vec<SpanData>) -> String {
 }
 
 impl Exporter for ConsoleExporter {
-    fn export(&mut self, batch: Vec<SpanData>, _ctl: &ExportCtl<'_>) -> ExportResult {
+    fn export(&mut self, batch: Vec<SpanData>, _ctl: &dyn ExportControl) -> ExportResult {
         let mut complete = Vec::new();
         for span in batch {
             let local_root = span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote;

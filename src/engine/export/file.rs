@@ -3,7 +3,7 @@
 //! several processes can share one file. Rotates once (`.1`) past a size limit.
 
 use super::otlp::{encode_request, resource_attrs};
-use super::{ExportCtl, ExportResult, Exporter};
+use super::sink::{ExportControl, ExportResult, Exporter};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
@@ -62,7 +62,7 @@ impl FileExporter {
 }
 
 impl Exporter for FileExporter {
-    fn export(&mut self, batch: Vec<SpanData>, _ctl: &ExportCtl<'_>) -> ExportResult {
+    fn export(&mut self, batch: Vec<SpanData>, _ctl: &dyn ExportControl) -> ExportResult {
         let req = encode_request(batch, &self.resource);
         let mut line = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
         line.push(b'\n');

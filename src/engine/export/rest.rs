@@ -2,10 +2,10 @@
 //! thread so `init` never waits on the network. Failures are counted (stats
 //! `api_calls_failed`) and logged with a rate limit; spans are exported regardless.
 
-use crate::config::Secret;
-use crate::diag;
-use crate::export::otlp::{agent, send_with_retry};
-use crate::export::{ExportCtl, Stats};
+use super::http::{agent, send_with_retry};
+use super::sink::{ExportControl, Stats};
+use crate::engine::config::Secret;
+use crate::engine::diag;
 use std::time::{Duration, SystemTime};
 
 pub const CLIENT_PACKAGE: &str = "honeytrace";
@@ -68,7 +68,7 @@ impl RestClient {
         h
     }
 
-    pub fn run(&mut self, job: &Job, ctl: &ExportCtl<'_>) {
+    pub fn run(&mut self, job: &Job, ctl: &dyn ExportControl) {
         Stats::add(&ctl.stats().api_calls, 1);
         let (method, path, body, what) = match job {
             Job::SessionStart { body, .. } => ("POST", "/session/start", body, "session start"),

@@ -1,20 +1,25 @@
-//! The bridge to the Python OpenTelemetry context (rule 1: the context lives in
-//! Python). Rust never keeps a "current" context of its own: it reads the
-//! `opentelemetry-api` ContextVar (or a Context it is handed) and returns values for
-//! Python to attach with tokens.
+//! The bridge to the Python OpenTelemetry context (the context lives in Python; see
+//! docs/internals.md). The engine never keeps a "current" context of its own: it reads
+//! the `opentelemetry-api` ContextVar (or a Context it is handed) and returns values
+//! for Python to attach with tokens. What it needs from `opentelemetry-api` (the
+//! ContextVar, the context keys, the classes) is found and checked by
+//! `honeytrace/_compat.py` and handed over once (`_install_bridge`).
 
-use crate::span::PySpan;
-use crate::tracer::Core;
+use crate::engine::diag::{self, COUNTERS};
+use crate::py::boundary::Section;
+use crate::py::span::PySpan;
+use crate::py::tracer::Handle;
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::PyTraverseError;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// Python objects the engine needs, handed over once by `honeytrace/__init__.py`.
 /// CPython's ContextVar C functions. They are not in the stable ABI our abi3 wheel is
 /// built against, but every CPython since 3.7 exports them with these signatures, so
 /// we look them up once at import (and fall back to method calls when absent). They
@@ -88,12 +93,15 @@ pub struct Bridge {
     pub empty_trace_state: Py<PyAny>,
     pub flags_sampled: Py<PyAny>,
     pub flags_default: Py<PyAny>,
+    /// `opentelemetry.trace.INVALID_SPAN_CONTEXT`, for when no Python code may run.
+    pub invalid_span_context: Py<PyAny>,
+    /// `opentelemetry.context.set_value`, used when a Context is not a plain dict.
+    set_value: Py<PyAny>,
+    /// `honeytrace._wrappers.as_decorator`: `start_as_current_span(...)` on a function.
+    pub as_decorator: Py<PyAny>,
 }
 
 static BRIDGE: PyOnceLock<Bridge> = PyOnceLock::new();
-
-/// Context restores that failed (a token from another context), process-wide.
-pub static DETACH_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub fn bridge(py: Python<'_>) -> PyResult<&Bridge> {
     BRIDGE.get(py).ok_or_else(|| {
@@ -101,8 +109,11 @@ pub fn bridge(py: Python<'_>) -> PyResult<&Bridge> {
     })
 }
 
-#[pyfunction]
+/// Hand the engine what it needs from `opentelemetry-api` (see `_compat.py`).
+#[honeytrace_macros::function]
+#[pyo3(signature = (var, runtime, span_key, baggage_key, context_type, span_context_type, trace_flags_type, trace_state_type, format_exception, invalid_span_context, set_value, as_decorator))]
 #[allow(clippy::too_many_arguments)]
+#[fallback(Err(PyRuntimeError::new_err("honeytrace: could not install the context bridge")))]
 pub fn _install_bridge(
     py: Python<'_>,
     var: Option<Py<PyAny>>,
@@ -114,6 +125,9 @@ pub fn _install_bridge(
     trace_flags_type: Py<PyAny>,
     trace_state_type: Py<PyAny>,
     format_exception: Py<PyAny>,
+    invalid_span_context: Py<PyAny>,
+    set_value: Py<PyAny>,
+    as_decorator: Py<PyAny>,
 ) -> PyResult<()> {
     let empty_trace_state = trace_state_type.bind(py).call0()?.unbind();
     let flags_sampled = trace_flags_type.bind(py).call1((1,))?.unbind();
@@ -180,6 +194,9 @@ pub fn _install_bridge(
             empty_trace_state,
             flags_sampled,
             flags_default,
+            invalid_span_context,
+            set_value,
+            as_decorator,
         },
     );
     Ok(())
@@ -231,8 +248,8 @@ impl Bridge {
             None => self.var_reset.bind(py).call1((token,)).map(|_| ()),
         };
         if let Err(e) = result {
-            DETACH_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            crate::diag::warn_limited(
+            diag::count(&COUNTERS.context_detach_errors);
+            diag::warn_limited(
                 "detach-failed",
                 &format!("could not restore the previous context: {e}"),
             );
@@ -248,6 +265,15 @@ impl Bridge {
         baggage: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cur.py();
+        if !cur.is_instance_of::<PyDict>() {
+            // Not the layout `_compat.py` checked for: the public API.
+            let set = self.set_value.bind(py);
+            let mut ctx = set.call1((self.span_key.bind(py), span, cur))?;
+            if let Some(b) = baggage {
+                ctx = set.call1((self.baggage_key.bind(py), b, &ctx))?;
+            }
+            return Ok(ctx);
+        }
         let ctx = self.copy_of(cur)?;
         let d = ctx.cast::<PyDict>()?;
         d.set_item(self.span_key.bind(py), span)?;
@@ -301,6 +327,10 @@ impl Bridge {
         py: Python<'py>,
         sc: &SpanContext,
     ) -> PyResult<Bound<'py, PyAny>> {
+        // The OpenTelemetry classes are Python code.
+        let Some(_section) = Section::open() else {
+            return Ok(self.invalid_span_context.bind(py).clone());
+        };
         let trace_id = u128::from_be_bytes(sc.trace_id().to_bytes());
         let span_id = u64::from_be_bytes(sc.span_id().to_bytes());
         let flags = if sc.is_sampled() {
@@ -333,6 +363,8 @@ impl Bridge {
 /// Read a Python `SpanContext` (ours or any other SDK's).
 pub fn from_py_span_context(sc: &Bound<'_, PyAny>) -> Option<SpanContext> {
     let py = sc.py();
+    // Attributes of a foreign object may be Python properties.
+    let _section = Section::open()?;
     let trace_id: u128 = sc.getattr(intern!(py, "trace_id")).ok()?.extract().ok()?;
     let span_id: u64 = sc.getattr(intern!(py, "span_id")).ok()?.extract().ok()?;
     if trace_id == 0 || span_id == 0 {
@@ -369,9 +401,9 @@ pub fn from_py_span_context(sc: &Bound<'_, PyAny>) -> Option<SpanContext> {
 pub enum Parent {
     Root,
     /// No parent, but the context names the tracer (a restarted incoming context).
-    RootFor(Arc<Core>),
+    RootFor(Arc<Handle>),
     /// A honeytrace span: its tracer is the natural home of the child.
-    Ours(SpanContext, Option<Arc<Core>>),
+    Ours(SpanContext, Option<Arc<Handle>>),
     Foreign(SpanContext),
 }
 
@@ -381,7 +413,7 @@ impl Parent {
     }
 
     /// The honeytrace tracer this parent belongs to, if any.
-    pub fn core(&self) -> Option<&Arc<Core>> {
+    pub fn handle(&self) -> Option<&Arc<Handle>> {
         match self {
             Parent::Ours(_, c) => c.as_ref(),
             Parent::RootFor(c) => Some(c),
@@ -404,14 +436,22 @@ pub fn parent_of(bridge: &Bridge, ctx: &Bound<'_, PyAny>) -> Parent {
     if let Ok(ours) = span.cast::<PySpan>() {
         let s = ours.get();
         if !s.sc.is_valid() {
-            return match &s.core {
+            return match &s.handle {
                 Some(c) => Parent::RootFor(c.clone()),
                 None => Parent::Root,
             };
         }
-        return Parent::Ours(s.sc.clone(), s.core.clone());
+        return Parent::Ours(s.sc.clone(), s.handle.clone());
     }
+    foreign_parent(&span)
+}
+
+/// The context of another SDK's span (Python code: a section).
+fn foreign_parent(span: &Bound<'_, PyAny>) -> Parent {
     let py = span.py();
+    let Some(_section) = Section::open() else {
+        return Parent::Root;
+    };
     match span
         .call_method0(intern!(py, "get_span_context"))
         .ok()
@@ -431,39 +471,68 @@ pub fn baggage_of<'py>(bridge: &Bridge, ctx: &Bound<'py, PyAny>) -> Option<Bound
 
 /// An awaitable that is already done: what `__aenter__`/`__aexit__` return when the
 /// work happened synchronously in the call (no coroutine object, no event-loop hop).
-#[pyclass(module = "honeytrace._core", name = "_Ready")]
+#[pyclass(module = "honeytrace._core", name = "_Ready", frozen)]
 pub struct Ready {
-    value: Option<Py<PyAny>>,
+    value: Mutex<Option<Py<PyAny>>>,
 }
 
 impl Ready {
     pub fn new(value: Option<Py<PyAny>>) -> Ready {
-        Ready { value }
+        Ready {
+            value: Mutex::new(value),
+        }
+    }
+
+    fn take(&self) -> Option<Py<PyAny>> {
+        self.value.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
-#[pymethods]
+impl crate::py::boundary::Degrade for Ready {
+    fn degraded() -> Self {
+        Ready::new(None)
+    }
+}
+
+#[honeytrace_macros::methods]
 impl Ready {
-    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(v) = self.value.try_lock() {
+            if let Some(v) = v.as_ref() {
+                visit.call(v)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        drop(self.take());
+    }
+
+    fn __await__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<()> {
-        let v = self.value.take().unwrap_or_else(|| py.None());
+    #[fallback(Err(pyo3::exceptions::PyStopIteration::new_err(())))]
+    fn __next__(&self, py: Python<'_>) -> PyResult<()> {
+        let v = self.take().unwrap_or_else(|| py.None());
         Err(pyo3::exceptions::PyStopIteration::new_err((v,)))
     }
 
-    fn send(&mut self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.__next__(py)
+    #[fallback(Err(pyo3::exceptions::PyStopIteration::new_err(())))]
+    fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let v = self.take().unwrap_or_else(|| py.None());
+        Err(pyo3::exceptions::PyStopIteration::new_err((v,)))
     }
 
     #[pyo3(signature = (exc, _value=None, _tb=None))]
+    #[fallback(Err(pyo3::exceptions::PyStopIteration::new_err(())))]
     fn throw(
-        &mut self,
+        &self,
         exc: &Bound<'_, PyAny>,
         _value: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
@@ -477,7 +546,7 @@ impl Ready {
         )
     }
 
-    fn close(&mut self) {
-        self.value = None;
+    fn close(&self) {
+        drop(self.take());
     }
 }

@@ -5,16 +5,13 @@
 //! and Starlette header objects, requests' CaseInsensitiveDict, `email.message.Message`,
 //! a list of `(name, value)` pairs (str or bytes); values may be lists of strings.
 
+use crate::engine::propagation::policy::Headers;
+use crate::py::boundary::Section;
+use crate::py::convert::dict_items;
+use crate::py::pystr;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
-
-#[derive(Default, Debug)]
-pub struct Headers {
-    pub traceparent: Vec<String>,
-    pub tracestate: Vec<String>,
-    pub baggage: Vec<String>,
-}
 
 #[derive(Clone, Copy)]
 enum Field {
@@ -42,7 +39,7 @@ fn field_of(name: &[u8]) -> Option<Field> {
 /// Header names and values may be str or bytes (latin-1, as HTTP is).
 fn text(v: &Bound<'_, PyAny>) -> Option<String> {
     if let Ok(s) = v.cast::<PyString>() {
-        return Some(crate::pystr::text(s).into_owned());
+        return Some(pystr::text(s).into_owned());
     }
     if let Ok(b) = v.cast::<PyBytes>() {
         return Some(b.as_bytes().iter().map(|&c| c as char).collect());
@@ -57,10 +54,10 @@ fn name_field(k: &Bound<'_, PyAny>) -> Option<Field> {
     if let Ok(s) = k.cast::<PyString>() {
         // Most keys of a WSGI environ or a header dict are not ours: skip them by
         // length before reading any text.
-        if !matches!(crate::pystr::char_len(s), 7 | 10 | 11 | 12 | 15 | 16) {
+        if !matches!(pystr::char_len(s), 7 | 10 | 11 | 12 | 15 | 16) {
             return None;
         }
-        return field_of(crate::pystr::text(s).as_bytes());
+        return field_of(pystr::text(s).as_bytes());
     }
     if let Ok(b) = k.cast::<PyBytes>() {
         return field_of(b.as_bytes());
@@ -68,41 +65,55 @@ fn name_field(k: &Bound<'_, PyAny>) -> Option<Field> {
     None
 }
 
-impl Headers {
-    fn push(&mut self, f: Field, v: &Bound<'_, PyAny>) {
-        let target = match f {
-            Field::Traceparent => &mut self.traceparent,
-            Field::Tracestate => &mut self.tracestate,
-            Field::Baggage => &mut self.baggage,
-        };
-        if let Some(s) = text(v) {
-            target.push(s);
-        } else if let Ok(l) = v.cast::<PyList>() {
-            target.extend(l.iter().filter_map(|x| text(&x)));
-        } else if let Ok(t) = v.cast::<PyTuple>() {
-            target.extend(t.iter().filter_map(|x| text(&x)));
-        }
+fn push(h: &mut Headers, f: Field, v: &Bound<'_, PyAny>) {
+    let target = match f {
+        Field::Traceparent => &mut h.traceparent,
+        Field::Tracestate => &mut h.tracestate,
+        Field::Baggage => &mut h.baggage,
+    };
+    if let Some(s) = text(v) {
+        target.push(s);
+    } else if let Ok(l) = v.cast::<PyList>() {
+        target.extend(l.to_tuple().iter().filter_map(|x| text(&x)));
+    } else if let Ok(t) = v.cast::<PyTuple>() {
+        target.extend(t.iter().filter_map(|x| text(&x)));
     }
+}
 
-    fn pair(&mut self, k: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) {
-        if let Some(f) = name_field(k) {
-            self.push(f, v);
-        }
+fn pair(h: &mut Headers, k: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) {
+    if let Some(f) = name_field(k) {
+        push(h, f, v);
     }
+}
 
-    fn pairs(&mut self, items: &Bound<'_, PyAny>) {
-        let Ok(iter) = items.try_iter() else { return };
+/// `(name, value)` pairs from a list or any iterable (iterating a foreign object runs
+/// its code: only inside a section).
+fn pairs(h: &mut Headers, items: &Bound<'_, PyAny>) {
+    let items = if items.is_instance_of::<PyList>() || items.is_instance_of::<PyTuple>() {
+        items.clone()
+    } else {
+        let Some(_section) = Section::open() else { return };
+        match items.try_iter() {
+            Ok(iter) => match PyList::new(items.py(), iter.flatten().collect::<Vec<_>>()) {
+                Ok(l) => l.into_any(),
+                Err(_) => return,
+            },
+            Err(_) => return,
+        }
+    };
+    let Ok(iter) = items.try_iter() else { return };
+    {
         for item in iter.flatten() {
             if let Ok(t) = item.cast::<PyTuple>() {
                 if t.len() == 2 {
                     if let (Ok(k), Ok(v)) = (t.get_item(0), t.get_item(1)) {
-                        self.pair(&k, &v);
+                        pair(h, &k, &v);
                     }
                 }
             } else if let Ok(l) = item.cast::<PyList>() {
                 if l.len() == 2 {
                     if let (Ok(k), Ok(v)) = (l.get_item(0), l.get_item(1)) {
-                        self.pair(&k, &v);
+                        pair(h, &k, &v);
                     }
                 }
             }
@@ -121,7 +132,7 @@ pub fn read(carrier: &Bound<'_, PyAny>) -> Headers {
         // An ASGI scope carries its headers as a raw list.
         if let Ok(Some(raw)) = d.get_item(intern!(py, "headers")) {
             if raw.is_instance_of::<PyList>() && d.contains(intern!(py, "type")).unwrap_or(false) {
-                h.pairs(&raw);
+                pairs(&mut h, &raw);
                 return h;
             }
         }
@@ -134,29 +145,33 @@ pub fn read(carrier: &Bound<'_, PyAny>) -> Headers {
                 (intern!(py, "HTTP_BAGGAGE"), Field::Baggage),
             ] {
                 if let Ok(Some(v)) = d.get_item(key) {
-                    h.push(f, &v);
+                    push(&mut h, f, &v);
                 }
             }
             return h;
         }
-        for (k, v) in d.iter() {
-            h.pair(&k, &v);
+        for (k, v) in dict_items(d) {
+            pair(&mut h, &k, &v);
         }
         return h;
     }
     if carrier.is_instance_of::<PyList>() || carrier.is_instance_of::<PyTuple>() {
-        h.pairs(carrier);
+        pairs(&mut h, carrier);
         return h;
     }
+    // Anything else is another library's object: its methods are Python code.
+    let Some(_section) = Section::open() else {
+        return h;
+    };
     // Starlette Headers: the raw (bytes, bytes) list is the cheapest view.
     if let Ok(raw) = carrier.getattr(intern!(py, "raw")) {
         if raw.is_instance_of::<PyList>() {
-            h.pairs(&raw);
+            pairs(&mut h, &raw);
             return h;
         }
     }
     if let Ok(items) = carrier.call_method0(intern!(py, "items")) {
-        h.pairs(&items);
+        pairs(&mut h, &items);
         return h;
     }
     // Last resort: a `get(name)` mapping.
@@ -167,7 +182,7 @@ pub fn read(carrier: &Bound<'_, PyAny>) -> Headers {
     ] {
         if let Ok(v) = carrier.call_method1(intern!(py, "get"), (name,)) {
             if !v.is_none() {
-                h.push(f, &v);
+                push(&mut h, f, &v);
             }
         }
     }
@@ -186,9 +201,9 @@ pub fn write(carrier: &Bound<'_, PyAny>, name: &str, value: &str) -> bool {
             .filter(|k| {
                 k.cast::<PyString>()
                     .ok()
-                    .filter(|s| crate::pystr::char_len(s) == name.len())
+                    .filter(|s| pystr::char_len(s) == name.len())
                     .map(|s| {
-                        let s = crate::pystr::text(s);
+                        let s = pystr::text(s);
                         s.eq_ignore_ascii_case(name) && s != name
                     })
                     .unwrap_or(false)
@@ -202,6 +217,9 @@ pub fn write(carrier: &Bound<'_, PyAny>, name: &str, value: &str) -> bool {
     if let Ok(l) = carrier.cast::<PyList>() {
         return l.append((name, value)).is_ok();
     }
+    let Some(_section) = Section::open() else {
+        return false;
+    };
     carrier
         .call_method1(intern!(py, "__setitem__"), (name, value))
         .is_ok()

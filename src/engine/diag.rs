@@ -1,0 +1,275 @@
+//! Diagnostics: process-wide counters, log records and the panic shield.
+//!
+//! The engine never calls into Python to log. A record is queued here and emitted by
+//! Python code (`honeytrace._log`, which drains the queue from a Python thread and on
+//! every lifecycle call). So no engine thread ever attaches to the interpreter, and no
+//! Rust frame waits inside a logging handler (see docs/internals.md, "Threads and the
+//! interpreter's exit").
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const INFO: u8 = 20;
+pub const WARNING: u8 = 30;
+pub const ERROR: u8 = 40;
+
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Counters that belong to the process rather than to one tracer.
+pub struct Counters {
+    /// Panics caught by a shield (the boundary or a background thread).
+    pub internal_errors: AtomicU64,
+    /// Attribute values rejected for their type.
+    pub attributes_dropped: AtomicU64,
+    /// Captured values whose conversion raised (`__repr__`, `model_dump`, ...).
+    pub values_unconvertible: AtomicU64,
+    /// Values the redaction hook failed on (replaced, never exported unredacted).
+    pub redaction_errors: AtomicU64,
+    /// Context restores that failed (a token from another context).
+    pub context_detach_errors: AtomicU64,
+    /// Arguments of the wrong type or out of range, given to an API call and replaced
+    /// by its default.
+    pub invalid_arguments: AtomicU64,
+    /// Log records dropped because nobody drained the queue in time.
+    pub log_records_dropped: AtomicU64,
+    /// Background threads restarted after an unexpected failure.
+    pub thread_restarts: AtomicU64,
+}
+
+pub static COUNTERS: Counters = Counters {
+    internal_errors: AtomicU64::new(0),
+    attributes_dropped: AtomicU64::new(0),
+    values_unconvertible: AtomicU64::new(0),
+    redaction_errors: AtomicU64::new(0),
+    context_detach_errors: AtomicU64::new(0),
+    invalid_arguments: AtomicU64::new(0),
+    log_records_dropped: AtomicU64::new(0),
+    thread_restarts: AtomicU64::new(0),
+};
+
+pub fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+pub fn set_verbose(on: bool) {
+    if on {
+        VERBOSE.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------------------------
+// Log records
+
+/// Records waiting for Python; beyond this many the oldest are dropped and counted.
+const MAX_PENDING: usize = 512;
+
+static PENDING: Mutex<VecDeque<(u8, String)>> = Mutex::new(VecDeque::new());
+static HAS_PENDING: AtomicBool = AtomicBool::new(false);
+/// Set once Python can no longer take records (the interpreter is exiting): warnings
+/// then go straight to stderr.
+static DIRECT: AtomicBool = AtomicBool::new(false);
+
+/// Log `msg` at `level` (Python logging levels) through the logger "honeytrace".
+/// Never blocks on Python: the record is queued for Python code to emit.
+pub fn log(level: u8, msg: &str) {
+    if level < INFO && !verbose() {
+        return;
+    }
+    if DIRECT.load(Ordering::Relaxed) {
+        if level >= WARNING {
+            eprintln!("honeytrace: {msg}");
+        }
+        return;
+    }
+    let mut q = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    if q.len() >= MAX_PENDING {
+        q.pop_front();
+        count(&COUNTERS.log_records_dropped);
+    }
+    q.push_back((level, msg.to_string()));
+    HAS_PENDING.store(true, Ordering::Release);
+}
+
+pub fn has_pending() -> bool {
+    HAS_PENDING.load(Ordering::Acquire)
+}
+
+/// Every queued record, oldest first.
+pub fn take_pending() -> Vec<(u8, String)> {
+    if !has_pending() {
+        return Vec::new();
+    }
+    let mut q = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    HAS_PENDING.store(false, Ordering::Release);
+    q.drain(..).collect()
+}
+
+/// From now on, write warnings to stderr instead of queueing them (the interpreter is
+/// going away). Queued records are written out too.
+pub fn go_direct() {
+    DIRECT.store(true, Ordering::Relaxed);
+    for (level, msg) in take_pending() {
+        if level >= WARNING {
+            eprintln!("honeytrace: {msg}");
+        }
+    }
+}
+
+/// How often one kind of repeated warning may be logged.
+const RATE_WINDOW: Duration = Duration::from_secs(30);
+
+struct Window {
+    last: Instant,
+    suppressed: u64,
+}
+
+static WINDOWS: Mutex<Option<HashMap<&'static str, Window>>> = Mutex::new(None);
+
+/// Log a warning of kind `key` at most once per window; the next one that passes
+/// says how many were suppressed in between.
+pub fn warn_limited(key: &'static str, msg: &str) {
+    let suppressed = {
+        let mut guard = WINDOWS.lock().unwrap_or_else(|e| e.into_inner());
+        let map = guard.get_or_insert_with(HashMap::new);
+        let now = Instant::now();
+        match map.get_mut(key) {
+            Some(w) if now.saturating_duration_since(w.last) < RATE_WINDOW => {
+                w.suppressed += 1;
+                return;
+            }
+            Some(w) => {
+                let s = w.suppressed;
+                w.last = now;
+                w.suppressed = 0;
+                s
+            }
+            None => {
+                map.insert(
+                    key,
+                    Window {
+                        last: now,
+                        suppressed: 0,
+                    },
+                );
+                0
+            }
+        }
+    };
+    if suppressed > 0 {
+        log(
+            WARNING,
+            &format!("{msg} ({suppressed} similar messages suppressed)"),
+        );
+    } else {
+        log(WARNING, msg);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Panics
+
+/// The text of a panic payload.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// Count and log a contained panic.
+pub fn contained(what: &str, payload: &(dyn std::any::Any + Send)) {
+    count(&COUNTERS.internal_errors);
+    warn_limited(
+        "panic",
+        &format!(
+            "internal error in {what} was contained: {}; tracing continues",
+            panic_text(payload)
+        ),
+    );
+}
+
+/// Run `f`; if it panics, count and log the panic and return `fallback()` instead.
+/// The engine's threads use this; Python's entry points use `py::boundary::guard`.
+pub fn shield<T>(what: &'static str, fallback: impl FnOnce() -> T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(payload) => {
+            contained(what, payload.as_ref());
+            fallback()
+        }
+    }
+}
+
+/// Silence the default panic hook's stderr dump for contained panics; we log our own.
+pub fn install_panic_hook() {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if verbose() {
+            previous(info);
+        }
+    }));
+}
+
+/// A duration of `secs` seconds, for values that come from users: NaN and negative
+/// values give zero, infinity and overflow give `max`.
+pub fn seconds(secs: f64, max: Duration) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(secs).map_or(max, |d| d.min(max))
+}
+
+/// `now + d`, saturating at a far-off instant instead of overflowing.
+pub fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
+
+/// A deadline that is never reached in practice (about 30 years).
+pub const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_checked() {
+        let max = Duration::from_secs(100);
+        assert_eq!(seconds(f64::NAN, max), Duration::ZERO);
+        assert_eq!(seconds(-1.0, max), Duration::ZERO);
+        assert_eq!(seconds(f64::INFINITY, max), max);
+        assert_eq!(seconds(1e300, max), max);
+        assert_eq!(seconds(1.5, max), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn deadlines_saturate() {
+        let d = deadline_after(Duration::MAX);
+        assert!(d > Instant::now());
+    }
+
+    #[test]
+    fn shield_degrades() {
+        let v = shield("test", || 7, || -> i32 { panic!("boom") });
+        assert_eq!(v, 7);
+        assert!(get(&COUNTERS.internal_errors) >= 1);
+    }
+}

@@ -1,0 +1,723 @@
+//! The export pipeline: a bounded queue filled on the caller's thread in O(1), drained
+//! by one background thread per tracer that encodes and sends without the GIL.
+//!
+//! - Nothing blocks the caller: a full queue (in spans or in bytes, counting the batch
+//!   being exported) drops the span and counts it.
+//! - `flush` and `shutdown` wait on a condition variable with a deadline; a hung
+//!   collector cannot hold them longer. `flush_begin`/`flush_done` let a caller wait in
+//!   its own way (Python threads other than the main one poll; see docs/internals.md).
+//! - The thread is supervised: a panic anywhere in it is counted, logged, and the
+//!   thread starts over with a fresh exporter; the batch in hand is counted as failed.
+//!   After too many failures in a row it stops, says so, and counts what it drops.
+//! - After `fork()` the child gets a fresh queue, exporter and thread (the parent's
+//!   locks may have been held by a thread that does not exist in the child); the old
+//!   state is leaked on purpose, as dropping it could wait on that dead thread.
+
+use super::memory::MemoryStore;
+use super::rest::{Job, RestClient};
+use super::sink::{span_bytes, ExportControl, Exporter, Stats};
+use crate::engine::config::BatchConfig;
+use crate::engine::diag::{self, COUNTERS};
+use opentelemetry_sdk::trace::SpanData;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How the export thread makes its exporter (again, after a failure or a fork).
+pub type ExporterFactory = Arc<dyn Fn() -> (Box<dyn Exporter>, Option<RestClient>) + Send + Sync>;
+
+/// Failures in a row after which the export thread gives up.
+const MAX_RESTARTS: u32 = 5;
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<SpanData>,
+    jobs: VecDeque<Job>,
+    /// Bytes of spans queued or taken by the thread and not yet handled.
+    bytes: usize,
+    /// Spans taken by the thread and not yet handled.
+    in_flight: u64,
+    /// When the queue last went from empty to non-empty (for the schedule delay).
+    oldest_at: Option<Instant>,
+    pushed: u64,
+    processed: u64,
+    flush_target: u64,
+    jobs_pushed: u64,
+    jobs_done: u64,
+    jobs_target: u64,
+    exporter_flushes_wanted: u64,
+    exporter_flushes_done: u64,
+    shutdown: bool,
+    shutdown_deadline: Option<Instant>,
+    exited: bool,
+}
+
+pub struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    done: Condvar,
+    stats: Arc<Stats>,
+    batch: BatchConfig,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait_done<'a>(
+        &self,
+        guard: MutexGuard<'a, State>,
+        until: Instant,
+    ) -> (MutexGuard<'a, State>, bool) {
+        let now = Instant::now();
+        if now >= until {
+            return (guard, false);
+        }
+        match self.done.wait_timeout(guard, until - now) {
+            Ok((g, _)) => (g, true),
+            Err(p) => (p.into_inner().0, true),
+        }
+    }
+
+    /// Mark `n` spans of `bytes` as handled (exported, failed or dropped).
+    fn handled(&self, n: u64, bytes: usize) {
+        let mut st = self.lock();
+        st.processed += n;
+        st.in_flight = st.in_flight.saturating_sub(n);
+        st.bytes = st.bytes.saturating_sub(bytes);
+        drop(st);
+        self.done.notify_all();
+    }
+}
+
+/// The control an exporter gets for one batch.
+struct Ctl<'a> {
+    shared: &'a Shared,
+    deadline: Instant,
+}
+
+fn earliest(a: Instant, b: Option<Instant>) -> Instant {
+    match b {
+        Some(b) if b < a => b,
+        _ => a,
+    }
+}
+
+impl ExportControl for Ctl<'_> {
+    fn deadline(&self) -> Instant {
+        earliest(self.deadline, self.shared.lock().shutdown_deadline)
+    }
+
+    fn backoff(&self, wait: Duration) -> bool {
+        // A wait too long to represent (a hostile `Retry-After`) passes any deadline.
+        let Some(until) = Instant::now().checked_add(wait) else {
+            return false;
+        };
+        let mut st = self.shared.lock();
+        loop {
+            if until >= earliest(self.deadline, st.shutdown_deadline) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            st = match self.shared.wake.wait_timeout(st, until - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+}
+
+/// The background part of a pipeline; replaced wholesale in a forked child.
+struct WorkerSlot {
+    current: AtomicPtr<Shared>,
+}
+
+impl WorkerSlot {
+    fn get(&self) -> &'static Shared {
+        // SAFETY: the pointer always comes from Box::leak in `spawn` and is never freed.
+        unsafe { &*self.current.load(Ordering::Acquire) }
+    }
+}
+
+fn spawn(factory: &ExporterFactory, batch: &BatchConfig, stats: &Arc<Stats>) -> &'static Shared {
+    let shared: &'static Shared = Box::leak(Box::new(Shared {
+        state: Mutex::new(State::default()),
+        wake: Condvar::new(),
+        done: Condvar::new(),
+        stats: stats.clone(),
+        batch: batch.clone(),
+    }));
+    let factory = factory.clone();
+    let started = std::thread::Builder::new()
+        .name("honeytrace-export".into())
+        .spawn(move || supervise(shared, &factory));
+    if let Err(e) = started {
+        // Without a thread nothing can be exported: say so, and let pushes count drops.
+        let mut st = shared.lock();
+        st.exited = true;
+        st.shutdown = true;
+        drop(st);
+        diag::log(
+            diag::ERROR,
+            &format!("could not start the export thread ({e}); spans will be counted as dropped"),
+        );
+    }
+    shared
+}
+
+/// Run the export loop; after a panic, count it, account for the batch in hand and
+/// start over with a fresh exporter, up to `MAX_RESTARTS` failures in a row.
+fn supervise(shared: &'static Shared, factory: &ExporterFactory) {
+    let mut failures = 0u32;
+    loop {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let (exporter, rest) = factory();
+            run(shared, exporter, rest, &mut failures);
+        }));
+        let Err(payload) = outcome else { return };
+        diag::contained("the export thread", payload.as_ref());
+        failures += 1;
+        let mut st = shared.lock();
+        let lost = st.in_flight;
+        st.processed += lost;
+        st.in_flight = 0;
+        // Every queued span still counts in `bytes`: recompute it from the queue.
+        st.bytes = st.queue.iter().map(span_bytes).sum();
+        Stats::add(&shared.stats.failed, lost);
+        if failures > MAX_RESTARTS {
+            let left = st.queue.len() as u64;
+            st.queue.clear();
+            st.processed += left;
+            st.bytes = 0;
+            st.jobs_done += st.jobs.len() as u64;
+            st.jobs.clear();
+            st.exited = true;
+            st.shutdown = true;
+            drop(st);
+            Stats::add(&shared.stats.dropped_after_shutdown, left);
+            shared.stats.set_error("the export thread stopped after repeated failures");
+            diag::log(
+                diag::ERROR,
+                &format!(
+                    "the export thread failed {failures} times in a row and stopped; {lost} spans in hand counted as failed, {left} queued and every later span counted as dropped"
+                ),
+            );
+            shared.done.notify_all();
+            return;
+        }
+        drop(st);
+        diag::count(&COUNTERS.thread_restarts);
+        diag::log(
+            diag::WARNING,
+            &format!(
+                "the export thread failed and was restarted; {lost} spans in hand counted as failed"
+            ),
+        );
+        shared.done.notify_all();
+    }
+}
+
+/// What one turn of the loop found to do.
+struct Turn {
+    jobs: Vec<Job>,
+    flush_exporter: bool,
+    deadline: Instant,
+    due: bool,
+    oldest: Option<Instant>,
+}
+
+/// Wait until there is work, then take it: jobs, and the whole queue (swapped for
+/// `taken`, which is empty, in O(1), so pushing callers never wait on a copy).
+fn next_turn(shared: &Shared, taken: &mut VecDeque<SpanData>) -> Turn {
+    let batch_size = shared.batch.max_export_batch_size.max(1);
+    let delay = shared.batch.schedule_delay;
+    let mut st = shared.lock();
+    loop {
+        let flushing = st.flush_target > st.processed || st.jobs_target > st.jobs_done;
+        let exporter_flush = st.exporter_flushes_wanted > st.exporter_flushes_done;
+        if !st.jobs.is_empty()
+            || st.queue.len() >= batch_size
+            || (flushing && !st.queue.is_empty())
+            || exporter_flush
+            || st.shutdown
+        {
+            break;
+        }
+        if st.queue.is_empty() {
+            // Idle: poll at the schedule delay rather than have every push notify us
+            // (a futex wake per span on the caller's thread). With a zero delay,
+            // pushes notify and we sleep until then.
+            st = if delay.is_zero() {
+                match shared.wake.wait(st) {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                }
+            } else {
+                match shared.wake.wait_timeout(st, delay) {
+                    Ok((g, _)) => g,
+                    Err(p) => p.into_inner().0,
+                }
+            };
+        } else {
+            let oldest = st.oldest_at.unwrap_or_else(Instant::now);
+            let due = oldest.checked_add(delay).unwrap_or(oldest);
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            st = match shared.wake.wait_timeout(st, due - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+    let jobs: Vec<Job> = st.jobs.drain(..).collect();
+    // Partial batches go out only when something asks for them: a flush, a shutdown,
+    // or the schedule delay since the oldest span.
+    let oldest = st.oldest_at;
+    let now = Instant::now();
+    let due = st.flush_target > st.processed
+        || st.exporter_flushes_wanted > st.exporter_flushes_done
+        || st.shutdown
+        || oldest.is_some_and(|t| t.checked_add(delay).is_none_or(|d| d <= now));
+    std::mem::swap(&mut st.queue, taken);
+    st.in_flight += taken.len() as u64;
+    st.oldest_at = None;
+    let flush_exporter = st.exporter_flushes_wanted > st.exporter_flushes_done || st.shutdown;
+    let deadline = earliest(
+        diag::deadline_after(shared.batch.export_timeout),
+        st.shutdown_deadline,
+    );
+    Turn {
+        jobs,
+        flush_exporter,
+        deadline,
+        due,
+        oldest,
+    }
+}
+
+fn run_jobs(shared: &Shared, rest: &mut Option<RestClient>, jobs: Vec<Job>, deadline: Instant) {
+    let n_jobs = jobs.len() as u64;
+    let ctl = Ctl { shared, deadline };
+    for job in jobs {
+        match rest.as_mut() {
+            Some(client) if Instant::now() < deadline => client.run(&job, &ctl),
+            _ => Stats::add(&shared.stats.api_calls_failed, 1),
+        }
+    }
+    if n_jobs > 0 {
+        shared.lock().jobs_done += n_jobs;
+    }
+}
+
+fn export_batch(shared: &Shared, exporter: &mut Box<dyn Exporter>, batch: Vec<SpanData>) {
+    let n = batch.len() as u64;
+    let bytes: usize = batch.iter().map(span_bytes).sum();
+    let deadline = earliest(
+        diag::deadline_after(shared.batch.export_timeout),
+        shared.lock().shutdown_deadline,
+    );
+    if Instant::now() >= deadline {
+        Stats::add(&shared.stats.dropped_at_shutdown, n);
+    } else {
+        let ctl = Ctl { shared, deadline };
+        match exporter.export(batch, &ctl) {
+            Ok(()) => Stats::add(&shared.stats.exported, n),
+            Err(e) => {
+                Stats::add(&shared.stats.failed, n);
+                Stats::add(&shared.stats.failed_exports, 1);
+                shared.stats.set_error(&e);
+                diag::warn_limited("export-failed", &format!("could not export {n} spans: {e}"));
+            }
+        }
+    }
+    shared.handled(n, bytes);
+}
+
+/// The export loop; returns when the pipeline has shut down.
+fn run(
+    shared: &'static Shared,
+    mut exporter: Box<dyn Exporter>,
+    mut rest: Option<RestClient>,
+    failures: &mut u32,
+) {
+    let batch_size = shared.batch.max_export_batch_size.max(1);
+    let mut taken: VecDeque<SpanData> = VecDeque::with_capacity(batch_size);
+    loop {
+        let turn = next_turn(shared, &mut taken);
+        run_jobs(shared, &mut rest, turn.jobs, turn.deadline);
+        while !taken.is_empty() {
+            if !turn.due && taken.len() < batch_size {
+                // Not due yet: the remainder goes back ahead of newer spans.
+                let mut st = shared.lock();
+                st.in_flight = st.in_flight.saturating_sub(taken.len() as u64);
+                while let Some(span) = taken.pop_back() {
+                    st.queue.push_front(span);
+                }
+                st.oldest_at = turn.oldest.or(st.oldest_at);
+                break;
+            }
+            let batch: Vec<SpanData> = taken.drain(..taken.len().min(batch_size)).collect();
+            export_batch(shared, &mut exporter, batch);
+        }
+        if turn.flush_exporter {
+            exporter.flush();
+        }
+        // A turn that completed resets the count of failures in a row.
+        *failures = 0;
+
+        let mut st = shared.lock();
+        // A flush is complete only once the exporter flushed after the queue emptied.
+        if turn.flush_exporter && st.queue.is_empty() {
+            st.exporter_flushes_done = st.exporter_flushes_wanted;
+        }
+        let finished = st.shutdown && st.queue.is_empty() && st.jobs.is_empty();
+        let abandon = st.shutdown && st.shutdown_deadline.is_some_and(|d| Instant::now() >= d);
+        if finished || abandon {
+            let left = st.queue.len() as u64;
+            let left_jobs = st.jobs.len() as u64;
+            st.queue.clear();
+            st.queue.shrink_to_fit();
+            st.jobs.clear();
+            st.processed += left;
+            st.bytes = 0;
+            st.jobs_done += left_jobs;
+            st.exited = true;
+            drop(st);
+            if left > 0 {
+                Stats::add(&shared.stats.dropped_at_shutdown, left);
+            }
+            if left_jobs > 0 {
+                Stats::add(&shared.stats.api_calls_failed, left_jobs);
+            }
+            exporter.shutdown();
+            shared.done.notify_all();
+            return;
+        }
+        drop(st);
+        shared.done.notify_all();
+    }
+}
+
+/// Where a pipeline sends spans.
+enum Sink {
+    Memory(MemoryStore),
+    Discard,
+    Worker {
+        slot: WorkerSlot,
+        factory: ExporterFactory,
+    },
+}
+
+/// A flush in progress: what it waits for.
+#[derive(Clone, Copy, Debug)]
+pub struct FlushTicket {
+    spans: u64,
+    jobs: u64,
+    exporter_flush: u64,
+}
+
+pub struct Pipeline {
+    sink: Sink,
+    stats: Arc<Stats>,
+    batch: BatchConfig,
+    shut_down: AtomicBool,
+}
+
+impl Pipeline {
+    pub fn memory(stats: Arc<Stats>, batch: BatchConfig, cap: usize) -> Self {
+        Pipeline {
+            sink: Sink::Memory(MemoryStore::new(cap)),
+            stats,
+            batch,
+            shut_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn discard(stats: Arc<Stats>, batch: BatchConfig) -> Self {
+        Pipeline {
+            sink: Sink::Discard,
+            stats,
+            batch,
+            shut_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn worker(stats: Arc<Stats>, batch: BatchConfig, factory: ExporterFactory) -> Self {
+        let shared = spawn(&factory, &batch, &stats);
+        Pipeline {
+            sink: Sink::Worker {
+                slot: WorkerSlot {
+                    current: AtomicPtr::new(std::ptr::from_ref(shared).cast_mut()),
+                },
+                factory,
+            },
+            stats,
+            batch,
+            shut_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn memory_store(&self) -> Option<&MemoryStore> {
+        match &self.sink {
+            Sink::Memory(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Relaxed)
+    }
+
+    /// Called when a span ends, on the caller's thread: O(1), never blocks on I/O.
+    pub fn push(&self, span: SpanData) {
+        if self.is_shut_down() {
+            Stats::add(&self.stats.dropped_after_shutdown, 1);
+            return;
+        }
+        match &self.sink {
+            Sink::Memory(m) => {
+                if m.push(span) {
+                    Stats::add(&self.stats.exported, 1);
+                } else {
+                    Stats::add(&self.stats.dropped_queue_full, 1);
+                }
+            }
+            Sink::Discard => {}
+            Sink::Worker { slot, .. } => self.push_to(slot.get(), span),
+        }
+    }
+
+    fn push_to(&self, shared: &Shared, span: SpanData) {
+        let size = span_bytes(&span);
+        let mut st = shared.lock();
+        if st.exited {
+            drop(st);
+            Stats::add(&self.stats.dropped_after_shutdown, 1);
+            return;
+        }
+        let full_count = st.queue.len() >= shared.batch.max_queue_size;
+        if full_count || st.bytes.saturating_add(size) > shared.batch.max_queue_bytes {
+            drop(st);
+            drop(span);
+            let (counter, what) = if full_count {
+                (&self.stats.dropped_queue_full, "spans")
+            } else {
+                (&self.stats.dropped_queue_bytes, "bytes")
+            };
+            let dropped = counter.fetch_add(1, Ordering::Relaxed);
+            // The drop path stays cheap under overload: only every 1024th drop
+            // reaches the (time-rate-limited) logger.
+            if dropped % 1024 == 0 {
+                let limit = if full_count {
+                    shared.batch.max_queue_size
+                } else {
+                    shared.batch.max_queue_bytes
+                };
+                diag::warn_limited(
+                    "queue-full",
+                    &format!(
+                        "export queue full ({limit} {what}): dropping spans; the collector is slow or down (see tracer.stats())"
+                    ),
+                );
+            }
+            return;
+        }
+        if st.queue.is_empty() {
+            st.oldest_at = Some(Instant::now());
+        }
+        st.queue.push_back(span);
+        st.bytes += size;
+        st.pushed += 1;
+        let wake = st.queue.len() == shared.batch.max_export_batch_size
+            || shared.batch.schedule_delay.is_zero();
+        drop(st);
+        if wake {
+            shared.wake.notify_one();
+        }
+    }
+
+    /// Queue a HoneyHive REST call for the background thread.
+    pub fn push_job(&self, job: Job) -> bool {
+        if self.is_shut_down() {
+            return false;
+        }
+        if let Sink::Worker { slot, .. } = &self.sink {
+            let shared = slot.get();
+            let mut st = shared.lock();
+            if st.exited || st.jobs.len() >= 10_000 {
+                return false;
+            }
+            st.jobs.push_back(job);
+            st.jobs_pushed += 1;
+            drop(st);
+            shared.wake.notify_one();
+            return true;
+        }
+        false
+    }
+
+    /// Spans waiting for export, and the bytes held by them and the batch in flight.
+    pub fn queue_depth(&self) -> (usize, usize) {
+        match &self.sink {
+            Sink::Worker { slot, .. } => {
+                let st = slot.get().lock();
+                (st.queue.len(), st.bytes)
+            }
+            _ => (0, 0),
+        }
+    }
+
+    /// Ask for everything ended so far to be exported; `flush_done` tells when it is.
+    pub fn flush_begin(&self) -> Option<FlushTicket> {
+        let Sink::Worker { slot, .. } = &self.sink else {
+            return None;
+        };
+        let shared = slot.get();
+        let mut st = shared.lock();
+        if st.exited {
+            return None;
+        }
+        st.flush_target = st.flush_target.max(st.pushed);
+        st.jobs_target = st.jobs_target.max(st.jobs_pushed);
+        st.exporter_flushes_wanted += 1;
+        let ticket = FlushTicket {
+            spans: st.pushed,
+            jobs: st.jobs_pushed,
+            exporter_flush: st.exporter_flushes_wanted,
+        };
+        drop(st);
+        shared.wake.notify_one();
+        Some(ticket)
+    }
+
+    fn ticket_state(st: &State, t: FlushTicket) -> Option<bool> {
+        if st.exited {
+            return Some(st.processed >= t.spans);
+        }
+        (st.processed >= t.spans
+            && st.jobs_done >= t.jobs
+            && st.exporter_flushes_done >= t.exporter_flush)
+            .then_some(true)
+    }
+
+    /// None while the flush is in progress, else whether everything was handled.
+    pub fn flush_done(&self, t: FlushTicket) -> Option<bool> {
+        let Sink::Worker { slot, .. } = &self.sink else {
+            return Some(true);
+        };
+        Self::ticket_state(&slot.get().lock(), t)
+    }
+
+    /// Wait for a flush until `until`. Blocking: a Python caller releases the GIL.
+    pub fn flush_wait(&self, t: FlushTicket, until: Instant) -> bool {
+        let Sink::Worker { slot, .. } = &self.sink else {
+            return true;
+        };
+        let shared = slot.get();
+        let mut st = shared.lock();
+        loop {
+            if let Some(ok) = Self::ticket_state(&st, t) {
+                return ok;
+            }
+            let (g, more) = shared.wait_done(st, until);
+            st = g;
+            if !more {
+                return st.processed >= t.spans && st.jobs_done >= t.jobs;
+            }
+        }
+    }
+
+    /// Wait until everything ended before this call has been handled.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let until = diag::deadline_after(timeout);
+        self.flush_begin().is_none_or(|t| self.flush_wait(t, until))
+    }
+
+    /// Start shutting down (for shutting many pipelines down in parallel).
+    pub fn begin_shutdown(&self, deadline: Instant) {
+        if self.shut_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Sink::Worker { slot, .. } = &self.sink {
+            let shared = slot.get();
+            let mut st = shared.lock();
+            st.shutdown = true;
+            st.shutdown_deadline = Some(deadline);
+            drop(st);
+            shared.wake.notify_all();
+        }
+    }
+
+    /// True once the export thread has stopped (or there is none).
+    pub fn has_exited(&self) -> bool {
+        match &self.sink {
+            Sink::Worker { slot, .. } => slot.get().lock().exited,
+            _ => true,
+        }
+    }
+
+    /// Wait for a shutdown begun with `begin_shutdown`. True when everything was handled.
+    pub fn wait_shutdown(&self, deadline: Instant) -> bool {
+        let Sink::Worker { slot, .. } = &self.sink else {
+            return true;
+        };
+        let shared = slot.get();
+        let mut st = shared.lock();
+        loop {
+            if st.exited {
+                return true;
+            }
+            let (g, more) = shared.wait_done(st, deadline);
+            st = g;
+            if !more {
+                // Queued plus in flight: everything not yet handled.
+                let left = st.pushed.saturating_sub(st.processed);
+                drop(st);
+                if left > 0 {
+                    diag::log(
+                        diag::WARNING,
+                        &format!(
+                            "shutdown deadline reached with {left} spans not yet delivered (collector slow or down)"
+                        ),
+                    );
+                }
+                return false;
+            }
+        }
+    }
+
+    pub fn shutdown(&self, timeout: Duration) -> bool {
+        let deadline = diag::deadline_after(timeout);
+        self.begin_shutdown(deadline);
+        self.wait_shutdown(deadline)
+    }
+
+    /// In a forked child: a new queue, exporter and thread; stats start from zero.
+    pub fn after_fork_child(&self) {
+        self.stats.reset();
+        if let Sink::Worker { slot, factory } = &self.sink {
+            if self.is_shut_down() {
+                return;
+            }
+            let fresh = spawn(factory, &self.batch, &self.stats);
+            // The old state is deliberately leaked (see module docs).
+            slot.current
+                .store(std::ptr::from_ref(fresh).cast_mut(), Ordering::Release);
+        }
+        if let Sink::Memory(m) = &self.sink {
+            m.clear();
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Final touches on the export path (the background thread): de-duplicated
+//! attributes, the `session.id` and traceloop twins of the session stamps, `*_raw`
+//! copies, the event type when absent, and `honeyhive_duration_ms`.
+
+use crate::engine::keys::{
+    DURATION_MS, EVENT_TYPE, OTEL_SESSION_ID, TL_PARENT_ID, TL_PROJECT, TL_SESSION_ID, TL_SOURCE,
+};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{Key, KeyValue, Value};
+use opentelemetry_sdk::trace::SpanData;
+
+/// Last write wins, at the position of the first write (Python dict semantics).
+/// The SDK appends on every `set_attribute`; this runs off the hot path, at export.
+pub fn dedup(attrs: &mut Vec<KeyValue>) {
+    let n = attrs.len();
+    if n < 2 {
+        return;
+    }
+    let has_dup = if n <= 16 {
+        (1..n).any(|i| attrs[..i].iter().any(|a| a.key == attrs[i].key))
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(n);
+        attrs.iter().any(|a| !seen.insert(a.key.as_str()))
+    };
+    if !has_dup {
+        return;
+    }
+    let mut index: std::collections::HashMap<Key, usize> =
+        std::collections::HashMap::with_capacity(n);
+    let mut out: Vec<KeyValue> = Vec::with_capacity(n);
+    for kv in attrs.drain(..) {
+        match index.get(&kv.key) {
+            Some(&i) => out[i].value = kv.value,
+            None => {
+                index.insert(kv.key.clone(), out.len());
+                out.push(kv);
+            }
+        }
+    }
+    *attrs = out;
+}
+
+/// HoneyHive event type from a span's attributes (reference §4.3 rule 8), minus the
+/// span-name heuristic, which labels ordinary functions as `model` (reference bug 13).
+#[cfg(test)]
+pub fn infer_event_type(attrs: &[KeyValue]) -> &'static str {
+    let mut op = None;
+    let mut oi = None;
+    let mut llm = false;
+    for kv in attrs {
+        match kv.key.as_str() {
+            "gen_ai.operation.name" => op = Some(&kv.value),
+            "openinference.span.kind" => oi = Some(&kv.value),
+            "gen_ai.request.model"
+            | "gen_ai.system"
+            | "llm.request.model"
+            | "llm.model_name"
+            | "gen_ai.response.model" => llm = true,
+            _ => {}
+        }
+    }
+    event_type_from(op, oi, llm)
+}
+
+fn event_type_from(op: Option<&Value>, oi: Option<&Value>, llm: bool) -> &'static str {
+    if let Some(op) = op {
+        match op.as_str().as_ref() {
+            "chat" | "text_completion" | "generate_content" | "embeddings" => return "model",
+            "invoke_agent" | "create_agent" | "invoke_workflow" => return "chain",
+            "execute_tool" | "retrieval" => return "tool",
+            _ => {}
+        }
+    }
+    if let Some(kind) = oi {
+        return match kind.as_str().to_ascii_uppercase().as_str() {
+            "LLM" => "model",
+            "CHAIN" | "AGENT" => "chain",
+            _ => "tool",
+        };
+    }
+    if llm {
+        return "model";
+    }
+    "tool"
+}
+
+/// Final touches on the export path (background thread): de-duplicate, add the
+/// `session.id` and traceloop twins of the session stamps, copy `*_raw` attributes to
+/// unset base keys, set the event type when absent, and `honeyhive_duration_ms`.
+/// One classification pass over the attributes.
+pub fn prepare(span: &mut SpanData) {
+    dedup(&mut span.attributes);
+    let attrs = &span.attributes;
+    let (mut sid, mut project, mut source, mut parent) = (None, None, None, None);
+    let (mut otel_sid, mut tl_sid, mut tl_project, mut tl_source, mut tl_parent) =
+        (false, false, false, false, false);
+    let (mut event_type, mut duration, mut any_raw, mut llm) = (false, false, false, false);
+    let (mut op, mut oi) = (None, None);
+    for (i, kv) in attrs.iter().enumerate() {
+        match kv.key.as_str() {
+            "honeyhive.session_id" => sid = Some(i),
+            "honeyhive.project" => project = Some(i),
+            "honeyhive.source" => source = Some(i),
+            "honeyhive.parent_id" => parent = Some(i),
+            "session.id" => otel_sid = true,
+            "traceloop.association.properties.session_id" => tl_sid = true,
+            "traceloop.association.properties.project" => tl_project = true,
+            "traceloop.association.properties.source" => tl_source = true,
+            "traceloop.association.properties.parent_id" => tl_parent = true,
+            "honeyhive_event_type" => event_type = true,
+            "honeyhive_duration_ms" => duration = true,
+            "gen_ai.operation.name" => op = Some(i),
+            "openinference.span.kind" => oi = Some(i),
+            "gen_ai.request.model"
+            | "gen_ai.system"
+            | "llm.request.model"
+            | "llm.model_name"
+            | "gen_ai.response.model" => llm = true,
+            k if k.ends_with("_raw") => any_raw = true,
+            _ => {}
+        }
+    }
+    let mut extra: Vec<KeyValue> = Vec::with_capacity(7);
+    let twin = |extra: &mut Vec<KeyValue>, idx: Option<usize>, present: bool, key: &Key| {
+        if let (Some(i), false) = (idx, present) {
+            extra.push(KeyValue::new(key.clone(), attrs[i].value.clone()));
+        }
+    };
+    twin(&mut extra, sid, otel_sid, &OTEL_SESSION_ID);
+    twin(&mut extra, sid, tl_sid, &TL_SESSION_ID);
+    twin(&mut extra, project, tl_project, &TL_PROJECT);
+    twin(&mut extra, source, tl_source, &TL_SOURCE);
+    twin(&mut extra, parent, tl_parent, &TL_PARENT_ID);
+    if any_raw {
+        for kv in attrs {
+            if let Some(base) = kv.key.as_str().strip_suffix("_raw") {
+                if !base.is_empty() && !attrs.iter().any(|o| o.key.as_str() == base) {
+                    extra.push(KeyValue::new(base.to_string(), kv.value.clone()));
+                }
+            }
+        }
+    }
+    if !event_type {
+        let t = event_type_from(
+            op.map(|i| &attrs[i].value),
+            oi.map(|i| &attrs[i].value),
+            llm,
+        );
+        extra.push(KeyValue::new(EVENT_TYPE, t));
+    }
+    if !duration {
+        let ms = span
+            .end_time
+            .duration_since(span.start_time)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0);
+        extra.push(KeyValue::new(DURATION_MS, ms));
+    }
+    span.attributes.extend(extra);
+}
+
+pub fn kind_name(kind: &SpanKind) -> &'static str {
+    match kind {
+        SpanKind::Internal => "INTERNAL",
+        SpanKind::Server => "SERVER",
+        SpanKind::Client => "CLIENT",
+        SpanKind::Producer => "PRODUCER",
+        SpanKind::Consumer => "CONSUMER",
+    }
+}
+

@@ -1,0 +1,122 @@
+//! What every exporter shares: the tracer's counters, the exporter trait and the
+//! control an exporter gets from the pipeline while it works.
+
+use opentelemetry::{Array, KeyValue, Value};
+use opentelemetry_sdk::trace::SpanData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Counters a user can read with `tracer.stats()`.
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub started: AtomicU64,
+    pub ended: AtomicU64,
+    pub exported: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub dropped_queue_bytes: AtomicU64,
+    pub dropped_after_shutdown: AtomicU64,
+    pub dropped_at_shutdown: AtomicU64,
+    pub failed: AtomicU64,
+    pub failed_exports: AtomicU64,
+    pub retries: AtomicU64,
+    pub filtered: AtomicU64,
+    pub api_calls: AtomicU64,
+    pub api_calls_failed: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub fn set_error(&self, e: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn reset(&self) {
+        for c in [
+            &self.started,
+            &self.ended,
+            &self.exported,
+            &self.dropped_queue_full,
+            &self.dropped_queue_bytes,
+            &self.dropped_after_shutdown,
+            &self.dropped_at_shutdown,
+            &self.failed,
+            &self.failed_exports,
+            &self.retries,
+            &self.filtered,
+            &self.api_calls,
+            &self.api_calls_failed,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+pub type ExportResult = Result<(), String>;
+
+/// What an exporter may ask of the pipeline while it works.
+pub trait ExportControl {
+    /// The export deadline, brought forward by a shutdown deadline if one is running.
+    fn deadline(&self) -> Instant;
+    /// Sleep for a retry backoff; false (at once) when the deadline would pass first.
+    fn backoff(&self, wait: Duration) -> bool;
+    fn stats(&self) -> &Stats;
+}
+
+/// A destination for batches of finished spans. Runs on the pipeline's thread only.
+pub trait Exporter: Send {
+    fn export(&mut self, batch: Vec<SpanData>, ctl: &dyn ExportControl) -> ExportResult;
+    /// Emit anything held back (the console exporter buffers unfinished trees).
+    fn flush(&mut self) {}
+    fn shutdown(&mut self) {}
+}
+
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.as_str().len(),
+        Value::Array(Array::String(a)) => a.iter().map(|s| s.as_str().len() + 16).sum(),
+        Value::Array(Array::I64(a)) => a.len() * 8,
+        Value::Array(Array::F64(a)) => a.len() * 8,
+        Value::Array(Array::Bool(a)) => a.len(),
+        _ => 8,
+    }
+}
+
+fn attrs_bytes(attrs: &[KeyValue]) -> usize {
+    attrs
+        .iter()
+        .map(|kv| kv.key.as_str().len() + value_bytes(&kv.value) + 48)
+        .sum()
+}
+
+/// About what a finished span holds in memory: its fixed part, its name and the text
+/// of its attributes, events and links. The queue's byte bound counts this.
+pub fn span_bytes(s: &SpanData) -> usize {
+    std::mem::size_of::<SpanData>()
+        + s.name.len()
+        + attrs_bytes(&s.attributes)
+        + s.events
+            .iter()
+            .map(|e| e.name.len() + 64 + attrs_bytes(&e.attributes))
+            .sum::<usize>()
+        + s.links
+            .iter()
+            .map(|l| 64 + attrs_bytes(&l.attributes))
+            .sum::<usize>()
+}

@@ -1,0 +1,378 @@
+//! The policy for incoming context: W3C parsing of what a carrier held, session keys
+//! mapped to their canonical names (`session_id | honeyhive_session_id |
+//! honeyhive.session_id | session.id`, and the same for project and source), values
+//! validated (length, printable, a UUID for HoneyHive cloud, a valid signature when a
+//! secret is configured), and signed sessions. Pure Rust: the boundary reads the
+//! carrier (`py::carrier`) and builds the Python Context (`py::propagation`).
+
+use super::baggage::{self, Member};
+use super::traceparent;
+use crate::engine::config::{Config, Mode, Trust};
+use crate::engine::diag;
+use crate::engine::ids;
+use opentelemetry::trace::SpanContext;
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The three propagation headers as a carrier held them (every value of each).
+#[derive(Default, Debug)]
+pub struct Headers {
+    pub traceparent: Vec<String>,
+    pub tracestate: Vec<String>,
+    pub baggage: Vec<String>,
+}
+
+/// Process-wide propagation counters (reported in `tracer.stats()`).
+#[derive(Default)]
+pub struct PropagationStats {
+    pub traceparent_invalid: AtomicU64,
+    pub tracestate_dropped: AtomicU64,
+    pub baggage_dropped: AtomicU64,
+    pub incoming_rejected: AtomicU64,
+    pub sessions_unsigned: AtomicU64,
+    pub sessions_forged: AtomicU64,
+    pub contexts_ignored: AtomicU64,
+}
+
+pub static STATS: PropagationStats = PropagationStats {
+    traceparent_invalid: AtomicU64::new(0),
+    tracestate_dropped: AtomicU64::new(0),
+    baggage_dropped: AtomicU64::new(0),
+    incoming_rejected: AtomicU64::new(0),
+    sessions_unsigned: AtomicU64::new(0),
+    sessions_forged: AtomicU64::new(0),
+    contexts_ignored: AtomicU64::new(0),
+};
+
+pub fn count(c: &AtomicU64, n: u64) {
+    if n > 0 {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The canonical keys and the aliases read for them, in order of precedence.
+const ALIASES: [(&str, &[&str]); 3] = [
+    (
+        "session_id",
+        &[
+            "session_id",
+            "honeyhive_session_id",
+            "honeyhive.session_id",
+            "session.id",
+        ],
+    ),
+    (
+        "project",
+        &["project", "honeyhive_project", "honeyhive.project"],
+    ),
+    (
+        "source",
+        &["source", "honeyhive_source", "honeyhive.source"],
+    ),
+];
+
+fn canonical(key: &str) -> Option<(&'static str, usize)> {
+    ALIASES.iter().find_map(|(canon, aliases)| {
+        aliases
+            .iter()
+            .position(|a| *a == key)
+            .map(|rank| (*canon, rank))
+    })
+}
+
+fn printable(s: &str, max: usize) -> bool {
+    if s.is_empty() || s.chars().any(|c| c.is_control()) {
+        return false;
+    }
+    // Bytes bound characters from above: count only when it can matter.
+    s.len() <= max || s.chars().count() <= max
+}
+
+// ---------------------------------------------------------------------------------
+// Signed sessions: `session_id=<id>;sig=<base64url(HMAC-SHA256(secret, id))[..16 bytes]>`
+// The signature is a W3C baggage property, which other SDKs ignore.
+
+const SIG_BYTES: usize = 16;
+
+fn b64url(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &c)| acc | (u32::from(c) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+pub fn sign(secret: &str, session_id: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, session_id.as_bytes());
+    b64url(&tag.as_ref()[..SIG_BYTES])
+}
+
+fn verify(secret: &str, session_id: &str, sig: &str) -> bool {
+    let expected = sign(secret, session_id);
+    // Constant time over the expected length.
+    expected.len() == sig.len()
+        && expected
+            .bytes()
+            .zip(sig.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+// ---------------------------------------------------------------------------------
+// Extract
+
+/// How incoming context is treated, resolved from the call, the tracer and defaults.
+pub struct Policy {
+    pub trust: Trust,
+    pub require_uuid: bool,
+    pub secret: Option<String>,
+}
+
+impl Policy {
+    /// The policy of a tracer (`cfg`), with an explicit `trust` winning.
+    pub fn of(cfg: Option<&Config>, trust: Option<Trust>) -> Policy {
+        Policy {
+            trust: trust
+                .or_else(|| cfg.map(|c| c.trust))
+                .unwrap_or(Trust::Continue),
+            require_uuid: cfg.is_some_and(|c| c.mode == Mode::Cloud),
+            secret: cfg.and_then(|c| c.baggage_secret.as_ref().map(|s| s.expose().to_string())),
+        }
+    }
+}
+
+pub struct Incoming<'a> {
+    pub parent: Option<SpanContext>,
+    /// Baggage entries after normalization and validation (canonical keys first),
+    /// borrowed from the headers where nothing had to change.
+    pub baggage: Vec<(&'a str, Cow<'a, str>)>,
+}
+
+/// Parse, normalize and validate what a carrier holds (pure Rust, no Python objects).
+pub fn interpret<'a>(h: &'a Headers, policy: &Policy) -> Incoming<'a> {
+    let mut parent = None;
+    if !h.traceparent.is_empty() {
+        let first = &h.traceparent[0];
+        // Several traceparent headers that disagree: none can be trusted.
+        if h.traceparent.iter().all(|t| t.trim() == first.trim()) {
+            parent = traceparent::parse(first);
+        }
+        if parent.is_none() {
+            count(&STATS.traceparent_invalid, 1);
+            diag::warn_limited(
+                "bad-traceparent",
+                "an incoming traceparent was invalid and ignored; a new trace was started",
+            );
+        }
+    }
+    if let Some(p) = parent.take() {
+        let (state, dropped) = traceparent::parse_state(&h.tracestate);
+        count(&STATS.tracestate_dropped, u64::from(dropped));
+        parent = Some(SpanContext::new(
+            p.trace_id(),
+            p.span_id(),
+            p.trace_flags(),
+            true,
+            state,
+        ));
+    }
+
+    let parsed = baggage::parse(&h.baggage);
+    count(&STATS.baggage_dropped, parsed.dropped as u64);
+    if parsed.dropped > 0 {
+        diag::warn_limited(
+            "bad-baggage",
+            &format!(
+                "dropped {} incoming baggage member(s): malformed or beyond the W3C limits (64 members, 8192 bytes)",
+                parsed.dropped
+            ),
+        );
+    }
+
+    // Canonical keys: the best-ranked alias wins; aliases are not kept.
+    let mut best: [Option<(usize, Member<'a>)>; 3] = [None, None, None];
+    let mut other: Vec<(&'a str, Cow<'a, str>)> = Vec::new();
+    for m in parsed.entries {
+        match canonical(m.key) {
+            Some((canon, rank)) => {
+                let slot = ALIASES.iter().position(|(c, _)| *c == canon).unwrap_or(0);
+                if best[slot].as_ref().is_none_or(|(r, _)| rank <= *r) {
+                    best[slot] = Some((rank, m));
+                }
+            }
+            None => other.push((m.key, m.value)),
+        }
+    }
+    let mut out: Vec<(&'a str, Cow<'a, str>)> = Vec::with_capacity(other.len() + 3);
+    for (slot, chosen) in best.into_iter().enumerate() {
+        let Some((_, m)) = chosen else { continue };
+        let canon = ALIASES[slot].0;
+        let ok = match canon {
+            "session_id" => {
+                let mut ok =
+                    printable(&m.value, 256) && (!policy.require_uuid || ids::is_uuid(&m.value));
+                if ok {
+                    if let Some(secret) = &policy.secret {
+                        match m.prop("sig") {
+                            None => {
+                                count(&STATS.sessions_unsigned, 1);
+                                ok = false;
+                            }
+                            Some(sig) if !verify(secret, &m.value, sig) => {
+                                count(&STATS.sessions_forged, 1);
+                                ok = false;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                ok
+            }
+            _ => printable(&m.value, 128),
+        };
+        if ok {
+            let value = if canon == "session_id"
+                && policy.require_uuid
+                && m.value.bytes().any(|c| c.is_ascii_uppercase())
+            {
+                Cow::Owned(m.value.to_ascii_lowercase())
+            } else {
+                m.value
+            };
+            out.push((canon, value));
+        } else {
+            count(&STATS.incoming_rejected, 1);
+            diag::warn_limited(
+                "rejected-session",
+                &format!(
+                    "an incoming {canon} was rejected (invalid{}); the tracer's own value is used",
+                    if policy.secret.is_some() && canon == "session_id" {
+                        ", unsigned or forged"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+    }
+    out.extend(other);
+    Incoming {
+        parent,
+        baggage: out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Leaked: `interpret` borrows from the headers, and tests build them inline.
+    fn headers(tp: &[&str], bag: &[&str]) -> &'static Headers {
+        Box::leak(Box::new(Headers {
+            traceparent: tp.iter().map(|s| s.to_string()).collect(),
+            tracestate: vec![],
+            baggage: bag.iter().map(|s| s.to_string()).collect(),
+        }))
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            trust: Trust::Continue,
+            require_uuid: false,
+            secret: None,
+        }
+    }
+
+    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn aliases_map_to_canonical_keys() {
+        let inc = interpret(
+            headers(
+                &[TP],
+                &["honeyhive.session_id=a,honeyhive_project=p,honeyhive.source=s,x=1"],
+            ),
+            &policy(),
+        );
+        assert!(inc.parent.is_some());
+        assert_eq!(
+            inc.baggage,
+            vec![
+                ("session_id", "a".into()),
+                ("project", "p".into()),
+                ("source", "s".into()),
+                ("x", "1".into())
+            ]
+        );
+        // The canonical key wins over an alias, whatever the order.
+        let inc = interpret(
+            headers(&[], &["honeyhive_session_id=alias,session_id=canon"]),
+            &policy(),
+        );
+        assert_eq!(inc.baggage, vec![("session_id", "canon".into())]);
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let mut p = policy();
+        p.require_uuid = true;
+        let inc = interpret(headers(&[], &["session_id=not-a-uuid,project=ok"]), &p);
+        assert_eq!(inc.baggage, vec![("project", "ok".into())]);
+        let long = format!("session_id={}", "a".repeat(300));
+        let inc = interpret(headers(&[], &[&long]), &policy());
+        assert!(inc.baggage.is_empty());
+        let inc = interpret(headers(&[], &["session_id=a%0Ab"]), &policy());
+        assert!(inc.baggage.is_empty());
+        let uuid = "123E4567-E89B-12D3-A456-426614174000";
+        let inc = interpret(headers(&[], &[&format!("session_id={uuid}")]), &p);
+        assert_eq!(inc.baggage[0].1, uuid.to_ascii_lowercase());
+    }
+
+    #[test]
+    fn conflicting_traceparents_are_ignored() {
+        let other = "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert!(interpret(headers(&[TP, other], &[]), &policy())
+            .parent
+            .is_none());
+        assert!(interpret(headers(&[TP, TP], &[]), &policy())
+            .parent
+            .is_some());
+    }
+
+    #[test]
+    fn signed_sessions() {
+        let mut p = policy();
+        p.secret = Some("a-long-enough-shared-secret".into());
+        let sig = sign("a-long-enough-shared-secret", "sess-1");
+        let good = format!("session_id=sess-1;sig={sig}");
+        assert_eq!(
+            interpret(headers(&[], &[&good]), &p).baggage,
+            vec![("session_id", "sess-1".into())]
+        );
+        let forged = format!("session_id=sess-2;sig={sig}");
+        assert!(interpret(headers(&[], &[&forged]), &p).baggage.is_empty());
+        assert!(interpret(headers(&[], &["session_id=sess-1"]), &p)
+            .baggage
+            .is_empty());
+        // Without a secret the property is ignored.
+        assert_eq!(
+            interpret(headers(&[], &[&forged]), &policy()).baggage.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn b64url_is_unpadded() {
+        assert_eq!(b64url(b"\xff\xfe\xfd"), "__79");
+        assert_eq!(b64url(b"f"), "Zg");
+        assert_eq!(sign("k", "s").len(), 22);
+    }
+}

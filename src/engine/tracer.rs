@@ -1,0 +1,315 @@
+//! One tracer's engine (`Core`): its configuration, resource, stamps, processor and
+//! export pipeline, and the start and end of its spans.
+
+use crate::engine::config::{Config, ExporterKind, Mode, Secret};
+use crate::engine::export::console::ConsoleExporter;
+use crate::engine::export::file::FileExporter;
+use crate::engine::export::otlp::{OtlpExporter, OtlpSettings};
+use crate::engine::export::pipeline::{ExporterFactory, Pipeline};
+use crate::engine::export::rest::{client_headers, Job, RestClient};
+use crate::engine::export::sink::{Exporter, Stats};
+use crate::engine::ids::ForkSafeIdGenerator;
+use crate::engine::processor::HoneyHiveProcessor;
+use crate::engine::span::{Recording, SpanOptions};
+use crate::engine::stamp::Stamper;
+use opentelemetry::trace::{Link, SpanContext, SpanId, Status, TraceFlags, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{IdGenerator, SpanData, SpanEvents, SpanLimits, SpanLinks};
+use opentelemetry_sdk::Resource;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub const SDK_NAME: &str = "honeytrace";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const MEMORY_CAP: usize = 100_000;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub struct Core {
+    pub id: u64,
+    pub cfg: Config,
+    pub pipeline: Arc<Pipeline>,
+    pub stats: Arc<Stats>,
+    pub stamper: Stamper,
+    pub resource: Resource,
+    processor: HoneyHiveProcessor,
+    limits: SpanLimits,
+    /// The tracer's own instrumentation scope ("honeytrace").
+    pub scope: InstrumentationScope,
+}
+
+fn build_resource(cfg: &Config) -> Resource {
+    let mut attrs: Vec<KeyValue> = cfg
+        .resource_attributes
+        .iter()
+        .filter(|(k, _)| k != "service.name")
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    attrs.push(KeyValue::new("service.name", cfg.service_name.clone()));
+    attrs.push(KeyValue::new("telemetry.sdk.name", SDK_NAME));
+    attrs.push(KeyValue::new("telemetry.sdk.version", VERSION));
+    attrs.push(KeyValue::new("telemetry.sdk.language", "python"));
+    if let Some(p) = &cfg.project {
+        attrs.push(KeyValue::new("honeyhive.project", p.clone()));
+    }
+    attrs.push(KeyValue::new("honeyhive.source", cfg.source.clone()));
+    Resource::builder_empty().with_attributes(attrs).build()
+}
+
+fn exporter_factory(cfg: &Config, resource: &Resource) -> ExporterFactory {
+    let resource = resource.clone();
+    let connect = cfg.batch.export_timeout.min(Duration::from_secs(5));
+    match cfg.exporter {
+        ExporterKind::File => {
+            let path = cfg
+                .file_path
+                .clone()
+                .unwrap_or_else(|| crate::engine::config::settings::DEFAULT_FILE.into());
+            let max = cfg.file_max_bytes;
+            Arc::new(move || {
+                (
+                    Box::new(FileExporter::new(path.clone(), max, &resource)) as Box<dyn Exporter>,
+                    None,
+                )
+            })
+        }
+        ExporterKind::Console => Arc::new(|| {
+            (
+                Box::new(ConsoleExporter::stderr()) as Box<dyn Exporter>,
+                None,
+            )
+        }),
+        _ => {
+            let mut headers = cfg.otlp_headers.clone();
+            let rest = if cfg.mode == Mode::Cloud {
+                cfg.api_key.as_ref().map(|key| {
+                    headers.push((
+                        "authorization".into(),
+                        Secret::from(format!("Bearer {}", key.expose())),
+                    ));
+                    headers.push(("x-source".into(), Secret::from(cfg.source.clone())));
+                    for (k, v) in client_headers() {
+                        headers.push((k, Secret::from(v)));
+                    }
+                    (cfg.server_url.clone(), key.clone())
+                })
+            } else {
+                None
+            };
+            let settings = Arc::new(OtlpSettings {
+                endpoint: cfg.otlp_endpoint.clone().unwrap_or_default(),
+                headers,
+                protocol: cfg.protocol,
+                gzip: cfg.gzip,
+                max_retries: cfg.batch.max_retries,
+                connect_timeout: connect,
+            });
+            let retries = cfg.batch.max_retries;
+            Arc::new(move || {
+                let exporter =
+                    Box::new(OtlpExporter::new(&settings, &resource)) as Box<dyn Exporter>;
+                let client = rest
+                    .as_ref()
+                    .map(|(url, key)| RestClient::new(url, key, connect, retries));
+                (exporter, client)
+            })
+        }
+    }
+}
+
+/// The start of a span, once `begin_span` has decided about it.
+pub enum Begun {
+    /// Recorded: the span to fill and end.
+    Recording(Box<Recording>),
+    /// Not sampled (the parent was not): only a context for its children.
+    NotSampled(SpanContext),
+}
+
+impl Core {
+    pub fn build(cfg: Config) -> Arc<Core> {
+        let stats = Arc::new(Stats::default());
+        let resource = build_resource(&cfg);
+        let pipeline = Arc::new(match (cfg.mode, cfg.exporter) {
+            (Mode::Disabled, _) | (_, ExporterKind::None) => {
+                Pipeline::discard(stats.clone(), cfg.batch.clone())
+            }
+            (_, ExporterKind::Memory) => {
+                Pipeline::memory(stats.clone(), cfg.batch.clone(), MEMORY_CAP)
+            }
+            _ => Pipeline::worker(
+                stats.clone(),
+                cfg.batch.clone(),
+                exporter_factory(&cfg, &resource),
+            ),
+        });
+        let processor = HoneyHiveProcessor::new(pipeline.clone(), stats.clone(), &cfg);
+        let limits = SpanLimits {
+            max_attributes_per_span: cfg.max_attributes,
+            max_events_per_span: cfg.max_events,
+            max_links_per_span: cfg.max_links,
+            ..SpanLimits::default()
+        };
+        let stamper = Stamper::new(&cfg);
+        let core = Arc::new(Core {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            cfg,
+            pipeline,
+            stats,
+            stamper,
+            resource,
+            processor,
+            limits,
+            scope: InstrumentationScope::builder(SDK_NAME)
+                .with_version(VERSION)
+                .build(),
+        });
+        if core.cfg.mode == Mode::Cloud {
+            core.pipeline.push_job(Job::SessionStart {
+                body: session_start_body(&core.cfg),
+                session_id: core.cfg.session_id.clone(),
+            });
+        }
+        core
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.cfg.mode != Mode::Disabled && !self.pipeline.is_shut_down()
+    }
+
+    /// Begin a span under `parent` (None: a root): ids, parent-based sampling (a root
+    /// or a sampled parent records; an unsampled parent's children do not), and the
+    /// SDK's span limits. `opts.attributes` already carry the stamps.
+    pub fn begin_span(
+        &self,
+        scope: &InstrumentationScope,
+        parent: Option<&SpanContext>,
+        opts: SpanOptions,
+    ) -> Begun {
+        let ids = ForkSafeIdGenerator;
+        let (trace_id, flags, state, parent_id, parent_remote) = match parent {
+            Some(p) => (
+                p.trace_id(),
+                p.trace_flags(),
+                p.trace_state().clone(),
+                p.span_id(),
+                p.is_remote(),
+            ),
+            None => (
+                ids.new_trace_id(),
+                TraceFlags::SAMPLED,
+                TraceState::default(),
+                SpanId::INVALID,
+                false,
+            ),
+        };
+        let sc = SpanContext::new(trace_id, ids.new_span_id(), flags, false, state);
+        if !flags.is_sampled() {
+            return Begun::NotSampled(sc);
+        }
+        let SpanOptions {
+            name,
+            kind,
+            attributes: mut attrs,
+            mut links,
+            start_time,
+            ..
+        } = opts;
+        let max_attrs = self.limits.max_attributes_per_span as usize;
+        let dropped_attrs = u32::try_from(attrs.len().saturating_sub(max_attrs)).unwrap_or(u32::MAX);
+        attrs.truncate(max_attrs);
+        let mut span_links = SpanLinks::default();
+        let max_links = self.limits.max_links_per_span as usize;
+        span_links.dropped_count =
+            u32::try_from(links.len().saturating_sub(max_links)).unwrap_or(u32::MAX);
+        links.truncate(max_links);
+        span_links.links = links;
+        let start_time = start_time.unwrap_or_else(SystemTime::now);
+        Stats::add(&self.stats.started, 1);
+        let data = SpanData {
+            span_context: sc,
+            parent_span_id: parent_id,
+            parent_span_is_remote: parent_remote,
+            span_kind: kind,
+            name,
+            start_time,
+            end_time: start_time,
+            attributes: attrs,
+            dropped_attributes_count: dropped_attrs,
+            events: SpanEvents::default(),
+            links: span_links,
+            status: Status::Unset,
+            instrumentation_scope: scope.clone(),
+        };
+        Begun::Recording(Box::new(Recording::new(data, self.limits)))
+    }
+
+    /// End a recorded span and hand it to the processor.
+    pub fn finish(&self, mut rec: Box<Recording>, end: Option<SystemTime>) {
+        rec.data.end_time = end.unwrap_or_else(SystemTime::now);
+        self.processor.on_end(rec.data);
+    }
+
+    pub fn destination(&self) -> String {
+        match self.cfg.mode {
+            Mode::Cloud => format!(
+                "HoneyHive at {} (project {}, session {})",
+                self.cfg.server_url,
+                self.cfg.project.as_deref().unwrap_or("<from API key>"),
+                self.cfg.session_id
+            ),
+            Mode::Otlp => format!(
+                "OTLP collector at {} ({})",
+                self.cfg.otlp_endpoint.as_deref().unwrap_or(""),
+                self.cfg.protocol.as_str()
+            ),
+            Mode::File => format!(
+                "local file {} (OTLP JSON lines; view with `honeytrace view`)",
+                self.cfg
+                    .file_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+            Mode::Console => "the console (stderr)".to_string(),
+            Mode::Memory => "memory (tracer.finished_spans())".to_string(),
+            Mode::None => "nowhere (exporter='none')".to_string(),
+            Mode::Disabled => "nowhere (tracing disabled)".to_string(),
+        }
+    }
+}
+
+/// The link a restarted incoming context adds to its first span.
+pub fn restart_link_of(remote: SpanContext) -> Link {
+    Link::new(
+        remote,
+        vec![KeyValue::new("honeytrace.link", "restarted")],
+        0,
+    )
+}
+
+fn session_start_body(cfg: &Config) -> serde_json::Value {
+    let mut s = serde_json::Map::new();
+    if let Some(p) = &cfg.project {
+        s.insert("project".into(), p.clone().into());
+    }
+    s.insert(
+        "session_name".into(),
+        cfg.session_name
+            .clone()
+            .unwrap_or_else(|| "unknown".into())
+            .into(),
+    );
+    s.insert("source".into(), cfg.source.clone().into());
+    s.insert("session_id".into(), cfg.session_id.clone().into());
+    if let Some(v) = &cfg.session_inputs {
+        s.insert("inputs".into(), v.clone());
+    }
+    if let Some(v) = &cfg.session_metadata {
+        s.insert("metadata".into(), v.clone());
+    }
+    if let Some(v) = &cfg.user_properties {
+        s.insert("user_properties".into(), v.clone());
+    }
+    serde_json::json!({ "session": s })
+}

@@ -1,0 +1,986 @@
+//! `@trace`: the per-function spec and the call scope the Python wrappers drive
+//! (`honeytrace/_wrappers.py`). The wrappers are Python functions, so the user's code
+//! always runs under Python frames, never under an engine frame (see docs/internals.md).
+//!
+//! Per call: read the current context, pick the tracer (explicit > the tracer of the
+//! current honeytrace span > the default), start a span with the static attributes,
+//! the captured arguments and the session stamps, make a child context (adding
+//! session_id/project/source to baggage only where absent, or overriding them when
+//! given explicitly); after the call, capture the result or the exception and end the
+//! span.
+
+use crate::engine::diag;
+use crate::engine::span::SpanOptions;
+use crate::engine::stamp::{is_stamp_key, shared, Explicit, Incoming};
+use crate::engine::tracer::restart_link_of;
+use crate::py::boundary::{Degrade, Section};
+use crate::py::bridge::{baggage_of, bridge, parent_of, Parent};
+use crate::py::capture::{
+    self, budget_str, capture_into, flatten, suppressed, Captured, Interrupt, JsonWriter,
+};
+use crate::py::convert::{dict_items, from_mapping, lenient_text, value_to_py};
+use crate::py::propagation::restart_link;
+use crate::py::span::PySpan;
+use crate::py::tracer::{default_handle, handle_of, Handle};
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::{Key, KeyValue, Value};
+use pyo3::exceptions::{PyException, PyGeneratorExit, PyKeyboardInterrupt, PySystemExit};
+use pyo3::gc::PyVisit;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::PyTraverseError;
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+const OUTPUT_KEY: Key = Key::from_static_str("honeyhive_outputs.result");
+const ERROR_KEY: Key = Key::from_static_str("honeyhive_error");
+const ERROR_TYPE_KEY: Key = Key::from_static_str("honeyhive_error_type");
+const DEFAULT_BUDGET: usize = 64 * 1024;
+
+static WARNED_UNTRACED: AtomicBool = AtomicBool::new(false);
+
+// Parameter kinds, as in inspect.Parameter.
+const POSITIONAL_ONLY: u8 = 0;
+const POSITIONAL_OR_KEYWORD: u8 = 1;
+const VAR_POSITIONAL: u8 = 2;
+const KEYWORD_ONLY: u8 = 3;
+const VAR_KEYWORD: u8 = 4;
+
+/// A parameter as Python describes it: (name, kind, default, skip).
+type ParamSpec = (String, u8, Option<Py<PyAny>>, bool);
+
+struct Param {
+    name: Py<PyString>,
+    key: Key,
+    kind: u8,
+    skip: bool,
+}
+
+/// Everything about a decorated function that does not change between calls.
+#[pyclass(module = "honeytrace._core", name = "TraceSpec", frozen)]
+pub struct TraceSpec {
+    name: Arc<str>,
+    /// The name interned for the process (decorated functions): no allocation per call.
+    static_name: Option<&'static str>,
+    /// No static attribute is a stamp key: stamping needs no scans.
+    fresh: bool,
+    static_attrs: Vec<KeyValue>,
+    explicit: Explicit,
+    /// Explicit session/project/source for the baggage of children (key, value).
+    bag_overrides: Vec<(Py<PyString>, Py<PyString>)>,
+    tracer: Option<Arc<Handle>>,
+    capture_inputs: bool,
+    capture_outputs: bool,
+    /// Signature known (else inputs are captured as `args`/`kwargs`).
+    params: Option<Vec<Param>>,
+    /// The parameters' defaults (read only when an argument was not passed).
+    defaults: Mutex<Vec<Option<Py<PyAny>>>>,
+    /// The constructor's keywords, for pickling (the tracer left out: it belongs to
+    /// this process).
+    reduce: Mutex<Option<Py<PyDict>>>,
+    /// Built after a contained internal error: calls run untraced.
+    disabled: bool,
+}
+
+impl Degrade for TraceSpec {
+    fn degraded() -> Self {
+        TraceSpec {
+            name: Arc::from("untraced"),
+            static_name: None,
+            fresh: true,
+            static_attrs: Vec::new(),
+            explicit: Explicit::default(),
+            bag_overrides: Vec::new(),
+            tracer: None,
+            capture_inputs: false,
+            capture_outputs: false,
+            params: None,
+            defaults: Mutex::new(Vec::new()),
+            reduce: Mutex::new(None),
+            disabled: true,
+        }
+    }
+}
+
+/// The same attribute with interned text (see `engine::intern`): cloned into every span.
+fn interned_kv(kv: KeyValue) -> KeyValue {
+    let key = crate::engine::intern::key(kv.key.as_str());
+    let value = match kv.value {
+        Value::String(s) => crate::engine::intern::value(s.as_str()),
+        other => other,
+    };
+    KeyValue::new(key, value)
+}
+
+fn warn_untraced() {
+    if !WARNED_UNTRACED.swap(true, Ordering::Relaxed) {
+        diag::log(
+            diag::WARNING,
+            "@trace: no HoneyHiveTracer is initialised (or all are shut down); decorated functions run untraced",
+        );
+    }
+}
+
+/// The no-op scope of an untraced call (one per process).
+static NOOP: PyOnceLock<Py<CallScope>> = PyOnceLock::new();
+
+fn noop(py: Python<'_>) -> PyResult<Py<CallScope>> {
+    NOOP.get_or_try_init(py, || Py::new(py, CallScope::degraded()))
+        .map(|s| s.clone_ref(py))
+}
+
+struct Begun<'py> {
+    span: Py<PySpan>,
+    ctx: Bound<'py, PyAny>,
+    handle: Arc<Handle>,
+}
+
+impl TraceSpec {
+    fn pick(&self, parent: &Parent) -> Option<Arc<Handle>> {
+        let handle = match (&self.tracer, parent) {
+            (Some(h), _) => Some(h.clone()),
+            (None, p) if p.handle().is_some_and(|h| h.core.is_live()) => p.handle().cloned(),
+            _ => default_handle(),
+        };
+        match handle {
+            Some(h) if h.core.is_live() => Some(h),
+            Some(_) => None,
+            None => {
+                warn_untraced();
+                None
+            }
+        }
+    }
+
+    fn default_of<'py>(&self, py: Python<'py>, i: usize) -> Option<Bound<'py, PyAny>> {
+        self.defaults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(i)
+            .and_then(|d| d.as_ref().map(|d| d.bind(py).clone()))
+    }
+
+    fn capture_args(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        budget: usize,
+        out: &mut Vec<KeyValue>,
+    ) -> Captured<()> {
+        let py = args.py();
+        let Some(params) = &self.params else {
+            // No signature (some builtins): positional args and keywords as wholes.
+            if !args.is_empty() {
+                capture_into(
+                    Key::from_static_str("honeyhive_inputs.args"),
+                    args.as_any(),
+                    budget,
+                    out,
+                )?;
+            }
+            if let Some(kw) = kwargs.filter(|k| !k.is_empty()) {
+                capture_into(
+                    Key::from_static_str("honeyhive_inputs.kwargs"),
+                    kw.as_any(),
+                    budget,
+                    out,
+                )?;
+            }
+            return Ok(());
+        };
+        let mut pos = 0usize;
+        let n_args = args.len();
+        let keyword = |p: &Param| kwargs.and_then(|k| k.get_item(p.name.bind(py)).ok().flatten());
+        for (i, p) in params.iter().enumerate() {
+            let value: Option<Bound<'_, PyAny>> = match p.kind {
+                POSITIONAL_ONLY | POSITIONAL_OR_KEYWORD => {
+                    if pos < n_args {
+                        pos += 1;
+                        args.get_item(pos - 1).ok()
+                    } else if p.kind == POSITIONAL_OR_KEYWORD {
+                        keyword(p).or_else(|| self.default_of(py, i))
+                    } else {
+                        self.default_of(py, i)
+                    }
+                }
+                VAR_POSITIONAL => {
+                    let rest = args.get_slice(pos.min(n_args), n_args);
+                    pos = n_args;
+                    (!rest.is_empty()).then(|| rest.into_any())
+                }
+                KEYWORD_ONLY => keyword(p).or_else(|| self.default_of(py, i)),
+                VAR_KEYWORD => match kwargs {
+                    Some(kw) => {
+                        let d = PyDict::new(py);
+                        for (k, v) in dict_items(kw) {
+                            let named = params.iter().any(|q| {
+                                (q.kind == POSITIONAL_OR_KEYWORD || q.kind == KEYWORD_ONLY)
+                                    && k.cast::<PyString>().is_ok_and(|k| {
+                                        crate::py::pystr::text(k)
+                                            == crate::py::pystr::text(q.name.bind(py))
+                                    })
+                            });
+                            if !named {
+                                let _ = d.set_item(k, v);
+                            }
+                        }
+                        (!d.is_empty()).then(|| d.into_any())
+                    }
+                    None => None,
+                },
+                _ => None,
+            };
+            if p.skip {
+                continue;
+            }
+            if let Some(v) = value {
+                capture_into(p.key.clone(), &v, budget, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Start the span and build its context (not attached). None: run untraced.
+    fn begin<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Option<Begun<'py>>> {
+        if self.disabled || suppressed() {
+            return Ok(None);
+        }
+        let b = bridge(py)?;
+        let cur = b.current(py)?;
+        let parent = parent_of(b, &cur);
+        let Some(handle) = self.pick(&parent) else {
+            return Ok(None);
+        };
+        let budget = handle.core.cfg.max_attribute_bytes;
+        let mut attrs: Vec<KeyValue> = Vec::with_capacity(
+            self.static_attrs.len() + 8 + self.params.as_ref().map_or(2, Vec::len),
+        );
+        attrs.extend(self.static_attrs.iter().cloned());
+        if self.capture_inputs {
+            self.capture_args(args, kwargs, budget, &mut attrs)?;
+        }
+        let bag = baggage_of(b, &cur);
+        let incoming = handle.read_baggage(bag.as_ref());
+        handle
+            .core
+            .stamper
+            .stamp_with(&mut attrs, &incoming, &self.explicit, self.fresh);
+
+        let name: Cow<'static, str> = match self.static_name {
+            Some(n) => Cow::Borrowed(n),
+            None => Cow::Owned(self.name.to_string()),
+        };
+        let mut opts = SpanOptions::new(name, SpanKind::Internal);
+        opts.attributes = attrs;
+        if parent.is_root() {
+            if let Some(remote) = restart_link(&cur) {
+                opts.links.push(restart_link_of(remote));
+            }
+        }
+        let begun = handle
+            .core
+            .begin_span(&handle.core.scope, parent.span_context(), opts);
+        let span = Py::new(py, PySpan::begun(begun, handle.clone(), true, true))?;
+        let new_bag = self.child_baggage(py, &handle, &incoming, bag.as_ref())?;
+        let ctx = b.child(&cur, span.bind(py).as_any(), new_bag.as_ref())?;
+        Ok(Some(Begun { span, ctx, handle }))
+    }
+
+    fn scope(&self, begun: Begun<'_>, token: Option<Py<PyAny>>) -> CallScope {
+        CallScope {
+            span: Some(begun.span),
+            context: Some(begun.ctx.unbind()),
+            budget: begun.handle.core.cfg.max_attribute_bytes,
+            capture_outputs: self.capture_outputs,
+            stream: Mutex::new(Stream::default()),
+            token: Mutex::new(token),
+        }
+    }
+
+    /// Baggage for the call's children: the tracer's session/project/source where
+    /// absent, explicit ones always. None when nothing changes (the common nested case).
+    fn child_baggage<'py>(
+        &self,
+        py: Python<'py>,
+        handle: &Handle,
+        incoming: &Incoming,
+        bag: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let sid_key = intern!(py, "session_id");
+        let project_key = intern!(py, "project");
+        let source_key = intern!(py, "source");
+        let explicit = |k: &Bound<'_, PyString>| {
+            self.bag_overrides
+                .iter()
+                .any(|(ok, _)| ok.bind(py).as_any().eq(k).unwrap_or(false))
+        };
+        let mut defaults: Vec<(Bound<'py, PyString>, Bound<'py, PyString>)> = Vec::new();
+        if incoming.session_id.is_none() && !explicit(sid_key) {
+            defaults.push((sid_key.clone(), handle.bag.session_id.bind(py).clone()));
+        }
+        if incoming.project.is_none() && !explicit(project_key) {
+            if let Some(p) = &handle.bag.project {
+                defaults.push((project_key.clone(), p.bind(py).clone()));
+            }
+        }
+        if incoming.source.is_none() && !explicit(source_key) {
+            defaults.push((source_key.clone(), handle.bag.source.bind(py).clone()));
+        }
+        if defaults.is_empty() && self.bag_overrides.is_empty() {
+            return Ok(None);
+        }
+        // The common top-level case: no baggage yet, nothing explicit.
+        if self.bag_overrides.is_empty() && bag.is_none_or(|b| b.is_empty()) {
+            return Ok(Some(handle.bag.dict.bind(py).clone().into_any()));
+        }
+        let new = match bag {
+            Some(b) => b.copy()?,
+            None => PyDict::new(py),
+        };
+        for (k, v) in defaults {
+            new.set_item(k, v)?;
+        }
+        for (k, v) in &self.bag_overrides {
+            new.set_item(k.bind(py), v.bind(py))?;
+        }
+        Ok(Some(new.into_any()))
+    }
+}
+
+#[honeytrace_macros::methods]
+impl TraceSpec {
+    #[new]
+    #[pyo3(signature = (name, *, tracer=None, event_type=None, event_name=None, event_id=None,
+        session_id=None, project=None, source=None, config=None, metadata=None, metrics=None,
+        feedback=None, user_properties=None, inputs=None, outputs=None, attributes=None,
+        error=None, capture_inputs=None, capture_outputs=None, params=None, long_lived=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        tracer: Option<&Bound<'_, PyAny>>,
+        event_type: Option<&Bound<'_, PyAny>>,
+        event_name: Option<&Bound<'_, PyAny>>,
+        event_id: Option<&Bound<'_, PyAny>>,
+        session_id: Option<&Bound<'_, PyAny>>,
+        project: Option<&Bound<'_, PyAny>>,
+        source: Option<&Bound<'_, PyAny>>,
+        config: Option<&Bound<'_, PyAny>>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        metrics: Option<&Bound<'_, PyAny>>,
+        feedback: Option<&Bound<'_, PyAny>>,
+        user_properties: Option<&Bound<'_, PyAny>>,
+        inputs: Option<&Bound<'_, PyAny>>,
+        outputs: Option<&Bound<'_, PyAny>>,
+        attributes: Option<&Bound<'_, PyAny>>,
+        error: Option<&Bound<'_, PyAny>>,
+        capture_inputs: Option<&Bound<'_, PyAny>>,
+        capture_outputs: Option<&Bound<'_, PyAny>>,
+        params: Option<Vec<ParamSpec>>,
+        long_lived: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let text = |v: Option<&Bound<'_, PyAny>>| given(v).map(|v| lenient_text(&v));
+        let truthy = |v: Option<&Bound<'_, PyAny>>, d: bool| {
+            given(v).map_or(d, |v| v.is_truthy().unwrap_or(d))
+        };
+        let long_lived_flag = long_lived.cloned();
+        let long_lived = truthy(long_lived, false);
+        let name = lenient_text(name);
+        let (sid, proj, src) = (text(session_id), text(project), text(source));
+        let budget = DEFAULT_BUDGET;
+        let mut attrs: Vec<KeyValue> = Vec::new();
+        if let Some(a) = given(attributes) {
+            from_mapping(&a, &mut attrs);
+        }
+        if let Some(e) = text(error) {
+            attrs.push(KeyValue::new(ERROR_KEY, e));
+        }
+        for (key, v) in [
+            ("honeyhive_event_type", text(event_type)),
+            ("honeyhive_event_name", text(event_name)),
+            ("honeyhive_event_id", text(event_id)),
+        ] {
+            if let Some(v) = v {
+                attrs.push(KeyValue::new(key, v));
+            }
+        }
+        for (ns, v) in [
+            ("honeyhive_config", config),
+            ("honeyhive_metadata", metadata),
+            ("honeyhive_metrics", metrics),
+            ("honeyhive_feedback", feedback),
+            ("honeyhive_user_properties", user_properties),
+            ("honeyhive_inputs", inputs),
+            ("honeyhive_outputs", outputs),
+        ] {
+            if let Some(v) = given(v) {
+                flatten(ns, &v, budget, &mut attrs)?;
+            }
+        }
+        let mut bag_overrides = Vec::new();
+        for (k, v) in [("session_id", &sid), ("project", &proj), ("source", &src)] {
+            if let Some(v) = v {
+                bag_overrides.push((PyString::new(py, k).unbind(), PyString::new(py, v).unbind()));
+            }
+        }
+        // The constructor's keywords again, for `__reduce__`.
+        let reduce = PyDict::new(py);
+        for (k, v) in [
+            ("event_type", event_type),
+            ("event_name", event_name),
+            ("event_id", event_id),
+            ("session_id", session_id),
+            ("project", project),
+            ("source", source),
+            ("config", config),
+            ("metadata", metadata),
+            ("metrics", metrics),
+            ("feedback", feedback),
+            ("user_properties", user_properties),
+            ("inputs", inputs),
+            ("outputs", outputs),
+            ("attributes", attributes),
+            ("error", error),
+            ("capture_inputs", capture_inputs),
+            ("capture_outputs", capture_outputs),
+            ("long_lived", long_lived_flag.as_ref()),
+        ] {
+            if let Some(v) = v.filter(|v| !v.is_none()) {
+                reduce.set_item(k, v)?;
+            }
+        }
+        let mut defaults = Vec::new();
+        let params = params.map(|ps| {
+            let keep = ps.clone_spec(py);
+            if let Ok(list) = pyo3::types::PyList::new(py, keep) {
+                let _ = reduce.set_item("params", list);
+            }
+            ps.into_iter()
+                .map(|(name, kind, default, skip)| {
+                    defaults.push(default);
+                    let k = format!("honeyhive_inputs.{name}");
+                    Param {
+                        key: if long_lived {
+                            crate::engine::intern::key(&k)
+                        } else {
+                            Key::from(k)
+                        },
+                        name: PyString::new(py, &name).unbind(),
+                        kind,
+                        skip,
+                    }
+                })
+                .collect()
+        });
+        let fresh = !attrs.iter().any(|kv| is_stamp_key(kv.key.as_str()));
+        // A decorator's spec lives as long as the code and is cloned into every span:
+        // its text is interned. A one-off spec (`enrich_span_context`, whose values
+        // change per call) must not fill the process-wide intern table.
+        let long_text = |v: &str| {
+            if long_lived {
+                crate::engine::intern::value(v)
+            } else {
+                shared(v)
+            }
+        };
+        let inputs_given = given(inputs).is_some();
+        let outputs_given = given(outputs).is_some();
+        Ok(TraceSpec {
+            static_name: if long_lived {
+                crate::engine::intern::intern(&name)
+            } else {
+                None
+            },
+            fresh,
+            name: Arc::from(name.as_str()),
+            static_attrs: if long_lived {
+                attrs.into_iter().map(interned_kv).collect()
+            } else {
+                attrs
+            },
+            explicit: Explicit {
+                // Never interned: decorators made per request (`@trace(session_id=...)`
+                // inside a handler) would fill the table with one-off ids.
+                session_id: sid.as_deref().map(shared),
+                project: proj.as_deref().map(long_text),
+                source: src.as_deref().map(long_text),
+            },
+            bag_overrides,
+            tracer: handle_of(tracer),
+            capture_inputs: truthy(capture_inputs, true) && !inputs_given,
+            capture_outputs: truthy(capture_outputs, true) && !outputs_given,
+            params,
+            defaults: Mutex::new(defaults),
+            reduce: Mutex::new(Some(reduce.unbind())),
+            disabled: false,
+        })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(d) = self.defaults.try_lock() {
+            for v in d.iter().flatten() {
+                visit.call(v)?;
+            }
+        }
+        if let Ok(r) = self.reduce.try_lock() {
+            if let Some(r) = r.as_ref() {
+                visit.call(r)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let d = std::mem::take(&mut *self.defaults.lock().unwrap_or_else(|p| p.into_inner()));
+        let r = self.reduce.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop((d, r));
+    }
+
+    #[getter]
+    fn name(&self) -> String {
+        self.name.to_string()
+    }
+
+    /// Pickle by value: the same spec in another process (using that process's tracer).
+    fn __reduce__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let rebuild = py
+            .import(intern!(py, "honeytrace._core"))?
+            .getattr(intern!(py, "_trace_spec"))?
+            .unbind();
+        let kwargs = match self.reduce.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(d) => d.bind(py).copy()?.into_any().unbind(),
+            None => PyDict::new(py).into_any().unbind(),
+        };
+        Ok((rebuild, (self.name.to_string(), kwargs))
+            .into_pyobject(py)?
+            .into_any()
+            .unbind())
+    }
+
+    /// Start a span for a call and make its context current (sync and async
+    /// functions; `done`/`error` restore it). Call it, and `done`/`error`, from the
+    /// same frame, so attach and restore happen in the same context. Returns the
+    /// no-op scope when the call is not traced.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn enter(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<CallScope>> {
+        let Some(begun) = self.begin(py, args, kwargs)? else {
+            return noop(py);
+        };
+        let b = bridge(py)?;
+        let token = match b.attach(&begun.ctx) {
+            Ok(t) => t.unbind(),
+            Err(e) => {
+                diag::warn_limited("attach-failed", &format!("could not attach: {e}"));
+                begun.span.get().end_at(None);
+                return noop(py);
+            }
+        };
+        Py::new(py, self.scope(begun, Some(token)))
+    }
+
+    /// Start a span for a call without making it current (generators and
+    /// `enrich_span_context` attach `scope.context` around each step themselves).
+    /// None: run untraced.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn start(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Option<CallScope>> {
+        Ok(self
+            .begin(py, args, kwargs)?
+            .map(|begun| self.scope(begun, None)))
+    }
+}
+
+fn given<'py>(v: Option<&Bound<'py, PyAny>>) -> Option<Bound<'py, PyAny>> {
+    v.filter(|v| !v.is_none()).cloned()
+}
+
+trait CloneSpec {
+    fn clone_spec(&self, py: Python<'_>) -> Vec<(String, u8, Option<Py<PyAny>>, bool)>;
+}
+
+impl CloneSpec for Vec<ParamSpec> {
+    fn clone_spec(&self, py: Python<'_>) -> Vec<(String, u8, Option<Py<PyAny>>, bool)> {
+        self.iter()
+            .map(|(n, k, d, s)| (n.clone(), *k, d.as_ref().map(|d| d.clone_ref(py)), *s))
+            .collect()
+    }
+}
+
+/// Rebuild a pickled `TraceSpec` (see `TraceSpec.__reduce__`).
+#[honeytrace_macros::function]
+#[fallback(Python::attach(|py| Py::new(py, TraceSpec::degraded())))]
+pub fn _trace_spec(
+    py: Python<'_>,
+    name: &Bound<'_, PyAny>,
+    kwargs: &Bound<'_, PyDict>,
+) -> PyResult<Py<TraceSpec>> {
+    let cls = py.get_type::<TraceSpec>();
+    Ok(cls
+        .call((name,), Some(kwargs))?
+        .cast_into::<TraceSpec>()?
+        .unbind())
+}
+
+/// Record how a call ended on its span (shared by every wrapper kind). A non-Exception
+/// raised while reading the exception propagates.
+pub fn record_failure(span: &PySpan, err: &Bound<'_, PyAny>, traceback: Option<Bound<'_, PyAny>>) {
+    let py = err.py();
+    let ty = err.get_type();
+    let type_name = ty
+        .name()
+        .map_or_else(|_| "Exception".into(), |n| n.to_string());
+    let message = Section::open()
+        .and_then(|_s| err.str().ok().map(|s| s.to_string()))
+        .unwrap_or_default();
+    let described = if message.is_empty() {
+        type_name.clone()
+    } else {
+        format!("{type_name}: {message}")
+    };
+    if err.is_instance_of::<PyException>() {
+        if type_name == "CancelledError" {
+            // asyncio.CancelledError is an Exception subclass before 3.8 only; kept for
+            // other frameworks' CancelledError types that are.
+            span.set_many(vec![KeyValue::new("honeyhive_metadata.cancelled", true)]);
+            return;
+        }
+        span.record_exception_event(err, traceback, None, None, true);
+        span.set_many(vec![
+            KeyValue::new(ERROR_KEY, described.clone()),
+            KeyValue::new(ERROR_TYPE_KEY, qualified_type(&ty)),
+        ]);
+        span.set_status_now(Status::error(described));
+    } else if err.is_instance_of::<PyGeneratorExit>() {
+        span.set_many(vec![KeyValue::new("honeyhive_metadata.closed_early", true)]);
+    } else if err.is_instance_of::<PyKeyboardInterrupt>() {
+        span.set_status_now(Status::error(described));
+    } else if err.is_instance_of::<PySystemExit>() {
+        let code = Section::open()
+            .and_then(|_s| {
+                err.getattr(intern!(py, "code"))
+                    .ok()
+                    .map(|c| c.str().map(|s| s.to_string()).unwrap_or_default())
+            })
+            .unwrap_or_default();
+        span.set_many(vec![KeyValue::new("honeyhive_metadata.exit_code", code)]);
+    } else if type_name == "CancelledError" {
+        span.set_many(vec![KeyValue::new("honeyhive_metadata.cancelled", true)]);
+    } else {
+        span.set_status_now(Status::error(described));
+    }
+}
+
+fn qualified_type(ty: &Bound<'_, PyType>) -> String {
+    let q = ty.qualname().map(|q| q.to_string()).unwrap_or_default();
+    match ty.module().map(|m| m.to_string()) {
+        Ok(m) if !m.is_empty() && m != "builtins" => format!("{m}.{q}"),
+        _ => q,
+    }
+}
+
+fn finish_ok(span: &PySpan, result: &Bound<'_, PyAny>, capture: bool, budget: usize) -> Captured<()> {
+    let mut kv = Vec::new();
+    let r = if capture {
+        capture_into(OUTPUT_KEY, result, budget, &mut kv)
+    } else {
+        Ok(())
+    };
+    // The span ends whatever happened while capturing.
+    span.end_with(kv);
+    r
+}
+
+#[derive(Default)]
+struct Stream {
+    count: u64,
+    all_text: bool,
+    started: bool,
+    text: String,
+    json: Option<JsonWriter>,
+}
+
+/// One traced call driven from Python.
+#[pyclass(module = "honeytrace._core", name = "CallScope", frozen)]
+pub struct CallScope {
+    /// None: the no-op scope of an untraced call.
+    span: Option<Py<PySpan>>,
+    context: Option<Py<PyAny>>,
+    budget: usize,
+    capture_outputs: bool,
+    stream: Mutex<Stream>,
+    /// The context token when `TraceSpec.enter` attached the span's context.
+    token: Mutex<Option<Py<PyAny>>>,
+}
+
+impl Degrade for CallScope {
+    fn degraded() -> Self {
+        CallScope {
+            span: None,
+            context: None,
+            budget: DEFAULT_BUDGET,
+            capture_outputs: false,
+            stream: Mutex::new(Stream::default()),
+            token: Mutex::new(None),
+        }
+    }
+}
+
+impl CallScope {
+    fn restore(&self, py: Python<'_>) {
+        let token = self.token.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let (Some(t), Ok(b)) = (token, bridge(py)) {
+            b.detach(t.bind(py));
+        }
+    }
+
+    fn stream_started(&self) -> bool {
+        self.stream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .started
+    }
+
+    fn write_stream(&self, span: &PySpan) {
+        let mut st = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let value: Value = if st.all_text {
+            budget_str(&st.text, self.budget).into()
+        } else {
+            match st.json.take() {
+                Some(mut w) => {
+                    w.end_array();
+                    w.finish().into()
+                }
+                None => return,
+            }
+        };
+        span.set_many(vec![
+            KeyValue::new(OUTPUT_KEY, value),
+            KeyValue::new(
+                "honeyhive_metadata.stream_chunks",
+                i64::try_from(st.count).unwrap_or(i64::MAX),
+            ),
+        ]);
+    }
+
+    fn fail_inner(&self, exc: &Bound<'_, PyAny>) {
+        let Some(span) = &self.span else { return };
+        let span = span.get();
+        if self.stream_started() {
+            self.write_stream(span);
+        }
+        if !exc.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+            crate::py::boundary::invalid_argument("CallScope.error");
+            return;
+        }
+        record_failure(span, exc, None);
+        span.end_at(None);
+    }
+}
+
+#[honeytrace_macros::methods]
+impl CallScope {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(s) = &self.span {
+            visit.call(s)?;
+        }
+        if let Some(c) = &self.context {
+            visit.call(c)?;
+        }
+        if let Ok(t) = self.token.try_lock() {
+            if let Some(t) = t.as_ref() {
+                visit.call(t)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let t = self.token.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(t);
+    }
+
+    /// The call returned `result`: restore the context `enter` attached, capture the
+    /// result, end the span. Returns `result`.
+    #[fallback(Python::attach(|py| Ok(py.None())))]
+    fn done(&self, py: Python<'_>, result: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        self.restore(py);
+        if let Some(span) = &self.span {
+            finish_ok(span.get(), result.bind(py), self.capture_outputs, self.budget)
+                .map_err(PyErr::from)?;
+        }
+        Ok(result)
+    }
+
+    /// The call raised `exc` (any BaseException): restore the context `enter`
+    /// attached, record it, end the span.
+    fn error(&self, py: Python<'_>, exc: &Bound<'_, PyAny>) {
+        self.restore(py);
+        self.fail_inner(exc);
+    }
+
+    /// The Context to attach while the call's code runs.
+    #[getter]
+    fn context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context
+            .as_ref()
+            .map_or_else(|| py.None(), |c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn span(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match &self.span {
+            Some(s) => Ok(s.clone_ref(py).into_any()),
+            None => Ok(Py::new(py, PySpan::degraded())?.into_any()),
+        }
+    }
+
+    /// The call returned `result` (no context to restore).
+    fn finish(&self, py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<()> {
+        let _ = py;
+        if let Some(span) = &self.span {
+            finish_ok(span.get(), result, self.capture_outputs, self.budget).map_err(PyErr::from)?;
+        }
+        Ok(())
+    }
+
+    /// The call raised `exc` (any BaseException; no context to restore).
+    fn fail(&self, exc: &Bound<'_, PyAny>) {
+        self.fail_inner(exc);
+    }
+
+    /// A generator yielded `item`: collected (within the budget) as the output.
+    fn add_item(&self, item: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !self.capture_outputs || self.span.is_none() {
+            return Ok(());
+        }
+        let mut st = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        if !st.started {
+            st.started = true;
+            st.all_text = true;
+            let mut w = JsonWriter::new(self.budget);
+            w.begin_array();
+            st.json = Some(w);
+        }
+        st.count += 1;
+        if st.all_text {
+            match item.cast::<PyString>() {
+                Ok(s) if st.text.len() <= self.budget => {
+                    st.text.push_str(&crate::py::pystr::text(s));
+                }
+                Ok(_) => {}
+                Err(_) => st.all_text = false,
+            }
+        }
+        if let Some(w) = st.json.as_mut() {
+            w.array_item(item).map_err(PyErr::from)?;
+        }
+        Ok(())
+    }
+
+    /// The generator finished (exhausted or returned `value`).
+    #[pyo3(signature = (value=None))]
+    fn finish_stream(&self, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let Some(span) = &self.span else {
+            return Ok(());
+        };
+        let span = span.get();
+        if self.stream_started() {
+            self.write_stream(span);
+        } else if let Some(v) = value.filter(|v| !v.is_none()) {
+            return finish_ok(span, v, self.capture_outputs, self.budget).map_err(PyErr::from);
+        }
+        span.end_at(None);
+        Ok(())
+    }
+}
+
+/// Set (or clear, with None) the process-wide redaction hook `hook(key, value)`.
+#[honeytrace_macros::function]
+pub fn set_redactor(hook: Option<Bound<'_, PyAny>>) {
+    let hook = hook.filter(|h| !h.is_none());
+    if hook.as_ref().is_some_and(|h| !h.is_callable()) {
+        crate::py::boundary::invalid_argument("set_redactor");
+        return;
+    }
+    capture::set_redactor(hook.map(Bound::unbind));
+}
+
+/// `enrich_span`: flatten each `(namespace, value)` onto `span` (ours natively, any
+/// other OpenTelemetry span through `set_attribute`). False when it is not recording.
+#[honeytrace_macros::function]
+#[pyo3(signature = (span, items, raw=None))]
+pub fn enrich(
+    span: &Bound<'_, PyAny>,
+    items: &Bound<'_, PyAny>,
+    raw: Option<&Bound<'_, PyAny>>,
+) -> PyResult<bool> {
+    let py = span.py();
+    let ours = span.cast::<PySpan>().ok();
+    let budget = ours
+        .as_ref()
+        .and_then(|s| s.get().handle.as_ref().map(|h| h.core.cfg.max_attribute_bytes))
+        .unwrap_or(DEFAULT_BUDGET);
+    let mut kvs: Vec<KeyValue> = Vec::new();
+    if let Some(r) = raw.filter(|r| !r.is_none()) {
+        from_mapping(r, &mut kvs);
+    }
+    let items: Vec<(String, Bound<'_, PyAny>)> = match items.extract() {
+        Ok(i) => i,
+        Err(_) => {
+            crate::py::boundary::invalid_argument("enrich_span");
+            return Ok(false);
+        }
+    };
+    for (ns, value) in &items {
+        if value.is_none() {
+            continue;
+        }
+        if ns == "honeyhive_error" || ns == "honeyhive_event_type" {
+            kvs.push(KeyValue::new(ns.clone(), lenient_text(value)));
+        } else {
+            flatten(ns, value, budget, &mut kvs).map_err(|Interrupt(e)| e)?;
+        }
+    }
+    if let Some(s) = ours {
+        let s = s.get();
+        if !s.is_recording_now() {
+            return Ok(false);
+        }
+        s.set_many(kvs);
+        return Ok(true);
+    }
+    // Another SDK's span: its methods are Python code.
+    let Some(_section) = Section::open() else {
+        return Ok(false);
+    };
+    let recording = span
+        .call_method0(intern!(py, "is_recording"))
+        .and_then(|r| r.is_truthy())
+        .unwrap_or(false);
+    if !recording {
+        return Ok(false);
+    }
+    for kv in kvs {
+        if let Ok(v) = value_to_py(py, &kv.value) {
+            let _ = span.call_method1(intern!(py, "set_attribute"), (kv.key.as_str(), v));
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,492 @@
+//! Distributed context as Python sees it.
+//!
+//! Extract: read traceparent/tracestate/baggage from any carrier (`py::carrier`),
+//! apply the incoming-context policy (`engine::propagation::policy`), and return a new
+//! Python Context (never attached here).
+//!
+//! Inject: traceparent/tracestate from the current span, baggage with the current
+//! entries plus session_id/project/source from baggage or else the tracer, signed when
+//! a secret is configured. Never an internal id.
+
+use crate::engine::config::Trust;
+use crate::engine::propagation::baggage;
+use crate::engine::propagation::policy::{count, interpret, sign, STATS};
+use crate::engine::propagation::traceparent;
+use crate::py::boundary::{invalid_argument, Degrade, Section};
+use crate::py::bridge::{baggage_of, bridge, from_py_span_context, Bridge, Ready};
+use crate::py::carrier;
+use crate::py::convert::dict_items;
+use crate::py::pystr;
+use crate::py::span::PySpan;
+use crate::py::tracer::{default_handle, handle_of, Handle};
+use opentelemetry::trace::SpanContext;
+use pyo3::exceptions::PyValueError;
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use pyo3::PyTraverseError;
+use std::sync::{Arc, Mutex};
+
+/// The key under which a restarted context keeps the caller's span, for the link.
+pub const LINK_KEY: &str = "honeytrace.restart_link";
+
+static LINK_KEY_OBJ: pyo3::sync::PyOnceLock<Py<PyString>> = pyo3::sync::PyOnceLock::new();
+
+pub fn link_key(py: Python<'_>) -> &Bound<'_, PyString> {
+    LINK_KEY_OBJ
+        .get_or_init(py, || PyString::intern(py, LINK_KEY).unbind())
+        .bind(py)
+}
+
+/// The remote span a restarted context links to (checked for root spans only).
+pub fn restart_link(ctx: &Bound<'_, PyAny>) -> Option<SpanContext> {
+    let py = ctx.py();
+    let d = ctx.cast::<PyDict>().ok()?;
+    let v = d.get_item(link_key(py)).ok().flatten()?;
+    let s = v.cast::<PySpan>().ok()?;
+    Some(s.get().sc.clone())
+}
+
+/// A trust policy named by a Python argument (`"continue"`, `"restart"`, `"ignore"`).
+/// A bad value is an error where it configures something (constructors), and an
+/// invalid argument (the tracer's policy) elsewhere.
+pub fn parse_trust(trust: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Trust>> {
+    let Some(t) = trust.filter(|t| !t.is_none()) else {
+        return Ok(None);
+    };
+    let text = t.cast::<PyString>().ok().map(|s| pystr::text(s).into_owned());
+    match text.as_deref().and_then(Trust::parse) {
+        Some(t) => Ok(Some(t)),
+        None => Err(PyValueError::new_err(format!(
+            "trust must be 'continue', 'restart' or 'ignore', got {}",
+            t.repr().map_or_else(|_| "?".to_string(), |r| r.to_string())
+        ))),
+    }
+}
+
+/// A per-call trust policy: a bad one is logged and counted, and the tracer's policy
+/// is used (a request must not fail because of it).
+fn lenient_trust(trust: Option<&Bound<'_, PyAny>>) -> Option<Trust> {
+    parse_trust(trust).unwrap_or_else(|e| {
+        crate::engine::diag::count(&crate::engine::diag::COUNTERS.invalid_arguments);
+        crate::engine::diag::warn_limited(
+            "invalid-trust",
+            &format!("{e}; the tracer's trust policy is used"),
+        );
+        None
+    })
+}
+
+fn text_arg(v: Option<&Bound<'_, PyAny>>) -> Option<String> {
+    let v = v.filter(|v| !v.is_none())?;
+    match v.cast::<PyString>() {
+        Ok(s) => Some(pystr::text(s).into_owned()),
+        Err(_) => {
+            invalid_argument("session_id");
+            None
+        }
+    }
+}
+
+/// Build the Context for `carrier` on top of `base` (the current context if None).
+pub fn extract_context<'py>(
+    py: Python<'py>,
+    carrier: &Bound<'py, PyAny>,
+    base: Option<&Bound<'py, PyAny>>,
+    handle: Option<&Arc<Handle>>,
+    trust: Option<Trust>,
+    session_id: Option<&str>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let b = bridge(py)?;
+    let base = match base.filter(|c| !c.is_none()) {
+        Some(c) => c.clone(),
+        None => b.current(py)?,
+    };
+    let policy = match handle {
+        Some(h) => h.policy(trust),
+        None => crate::engine::propagation::policy::Policy::of(None, trust),
+    };
+    if policy.trust == Trust::Ignore {
+        count(&STATS.contexts_ignored, 1);
+        return Ok(base);
+    }
+    let headers = carrier::read(carrier);
+    let inc = interpret(&headers, &policy);
+
+    // Baggage: the base context's, then the incoming entries, then an explicit session.
+    let bag_changed = !inc.baggage.is_empty() || session_id.is_some();
+    if !bag_changed && inc.parent.is_none() {
+        // Nothing came in (a request without propagation headers): the base context
+        // as it is, no copy.
+        return Ok(base);
+    }
+    let ctx = b.copy_of(&base)?;
+    let d = ctx.cast::<PyDict>()?;
+    if bag_changed {
+        let bag = match baggage_of(b, &base) {
+            Some(d) => d.copy()?,
+            None => PyDict::new(py),
+        };
+        for (k, v) in &inc.baggage {
+            let key = match *k {
+                "session_id" => pyo3::intern!(py, "session_id").clone(),
+                "project" => pyo3::intern!(py, "project").clone(),
+                "source" => pyo3::intern!(py, "source").clone(),
+                other => PyString::new(py, other),
+            };
+            bag.set_item(key, v.as_ref())?;
+        }
+        if let Some(sid) = session_id {
+            bag.set_item(pyo3::intern!(py, "session_id"), sid)?;
+        }
+        d.set_item(b.baggage_key.bind(py), &bag)?;
+    }
+    if let Some(parent) = inc.parent {
+        match policy.trust {
+            Trust::Continue => {
+                let remote = PySpan::remote(parent, handle.cloned());
+                d.set_item(b.span_key.bind(py), Py::new(py, remote)?)?;
+            }
+            Trust::Restart => {
+                // No parent: the next span is a root, linked to the caller's span.
+                d.set_item(
+                    b.span_key.bind(py),
+                    Py::new(
+                        py,
+                        PySpan::remote(SpanContext::empty_context(), handle.cloned()),
+                    )?,
+                )?;
+                d.set_item(link_key(py), Py::new(py, PySpan::non_recording(parent))?)?;
+            }
+            Trust::Ignore => {}
+        }
+    }
+    Ok(ctx)
+}
+
+// ---------------------------------------------------------------------------------
+// Inject
+
+fn pick_handle(
+    b: &Bridge,
+    ctx: &Bound<'_, PyAny>,
+    explicit: Option<&Arc<Handle>>,
+) -> Option<Arc<Handle>> {
+    if let Some(h) = explicit {
+        return Some(h.clone());
+    }
+    if let Some(span) = b.get(ctx, &b.span_key) {
+        if let Ok(s) = span.cast::<PySpan>() {
+            if let Some(h) = s.get().handle.as_ref().filter(|h| h.core.is_live()) {
+                return Some(h.clone());
+            }
+        }
+    }
+    default_handle()
+}
+
+/// A baggage key or value: text only (baggage holds strings; anything else would run
+/// user code to be read, and is left out).
+fn baggage_text(v: &Bound<'_, PyAny>) -> Option<String> {
+    v.cast::<PyString>()
+        .ok()
+        .map(|s| pystr::text(s).into_owned())
+}
+
+/// The span context of the span in `ctx`, ours or another SDK's.
+fn span_context_in(b: &Bridge, ctx: &Bound<'_, PyAny>) -> Option<SpanContext> {
+    let span = b.get(ctx, &b.span_key)?;
+    if let Ok(s) = span.cast::<PySpan>() {
+        return Some(s.get().sc.clone());
+    }
+    let _section = Section::open()?;
+    span.call_method0(pyo3::intern!(ctx.py(), "get_span_context"))
+        .ok()
+        .and_then(|c| from_py_span_context(&c))
+}
+
+/// Write traceparent/tracestate/baggage for `ctx` (the current context if None).
+pub fn inject_into(
+    py: Python<'_>,
+    carrier: &Bound<'_, PyAny>,
+    ctx: Option<&Bound<'_, PyAny>>,
+    explicit: Option<&Arc<Handle>>,
+    with_baggage: bool,
+) -> PyResult<()> {
+    let b = bridge(py)?;
+    let ctx = match ctx.filter(|c| !c.is_none()) {
+        Some(c) => c.clone(),
+        None => b.current(py)?,
+    };
+    if let Some(sc) = span_context_in(b, &ctx).filter(SpanContext::is_valid) {
+        carrier::write(carrier, "traceparent", &traceparent::format(&sc));
+        let state = sc.trace_state().header();
+        if !state.is_empty() {
+            carrier::write(carrier, "tracestate", &state);
+        }
+    }
+    if !with_baggage {
+        return Ok(());
+    }
+    let handle = pick_handle(b, &ctx, explicit);
+    let mut entries: Vec<(String, String, String)> = Vec::new();
+    if let Some(bag) = baggage_of(b, &ctx) {
+        for (k, v) in dict_items(&bag) {
+            if let (Some(k), Some(v)) = (baggage_text(&k), baggage_text(&v)) {
+                entries.push((k, v, String::new()));
+            }
+        }
+    }
+    if let Some(h) = &handle {
+        let cfg = &h.core.cfg;
+        let defaults = [
+            ("session_id", Some(cfg.session_id.as_str())),
+            ("project", cfg.project.as_deref()),
+            ("source", Some(cfg.source.as_str())),
+        ];
+        for (k, v) in defaults {
+            if let Some(v) = v {
+                if !entries.iter().any(|(ek, _, _)| ek == k) {
+                    entries.push((k.to_string(), v.to_string(), String::new()));
+                }
+            }
+        }
+        if let Some(secret) = &cfg.baggage_secret {
+            for e in entries.iter_mut().filter(|e| e.0 == "session_id") {
+                e.2 = format!("sig={}", sign(secret.expose(), &e.1));
+            }
+        }
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let (value, dropped) = baggage::encode(&entries);
+    count(&STATS.baggage_dropped, dropped as u64);
+    if !value.is_empty() {
+        carrier::write(carrier, "baggage", &value);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Python API
+
+fn current_or(py: Python<'_>, context: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    Ok(match context.filter(|c| !c.is_none()) {
+        Some(c) => c.clone().unbind(),
+        None => bridge(py)?.current(py)?.unbind(),
+    })
+}
+
+/// The Context a carrier describes, on top of `context` (default: the current one).
+/// Never attached here; never raises for bad input.
+#[honeytrace_macros::function]
+#[pyo3(signature = (carrier, context=None, tracer=None, trust=None, session_id=None))]
+#[fallback(Python::attach(|py| current_or(py, None)))]
+pub fn extract(
+    py: Python<'_>,
+    carrier: &Bound<'_, PyAny>,
+    context: Option<&Bound<'_, PyAny>>,
+    tracer: Option<&Bound<'_, PyAny>>,
+    trust: Option<&Bound<'_, PyAny>>,
+    session_id: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    let trust = lenient_trust(trust);
+    let handle = handle_of(tracer).or_else(default_handle);
+    let sid = text_arg(session_id);
+    match extract_context(py, carrier, context, handle.as_ref(), trust, sid.as_deref()) {
+        Ok(c) => Ok(c.unbind()),
+        Err(e) => {
+            crate::engine::diag::warn_limited(
+                "extract-failed",
+                &format!("could not read the incoming context: {e}"),
+            );
+            current_or(py, context)
+        }
+    }
+}
+
+/// Write propagation headers into `carrier` and return it.
+#[honeytrace_macros::function]
+#[pyo3(signature = (carrier, context=None, tracer=None, baggage=None))]
+#[fallback(Python::attach(|py| py.None()))]
+pub fn inject(
+    py: Python<'_>,
+    carrier: Bound<'_, PyAny>,
+    context: Option<&Bound<'_, PyAny>>,
+    tracer: Option<&Bound<'_, PyAny>>,
+    baggage: Option<&Bound<'_, PyAny>>,
+) -> Py<PyAny> {
+    let explicit = handle_of(tracer);
+    let with_baggage = crate::py::convert::flag(baggage);
+    if let Err(e) = inject_into(py, &carrier, context, explicit.as_ref(), with_baggage) {
+        crate::engine::diag::warn_limited(
+            "inject-failed",
+            &format!("could not write propagation headers: {e}"),
+        );
+    }
+    carrier.unbind()
+}
+
+/// Continue the caller's trace and session for a block: one line on the server.
+///
+/// ```python
+/// with with_distributed_trace_context(dict(request.headers), tracer):
+///     return run_agent(query)
+/// ```
+///
+/// Reads `traceparent`, `tracestate` and `baggage` from any carrier in any header case
+/// (a dict, werkzeug/Starlette headers, an ASGI scope, a WSGI environ, a list of
+/// pairs), maps `session_id | honeyhive_session_id | honeyhive.session_id` (and the
+/// same for `project` and `source`) to the canonical keys, validates them, applies the
+/// trust policy (`trust="continue" | "restart" | "ignore"`, default from the tracer,
+/// `HH_TRUST`), attaches the context for the block and restores the previous one on
+/// exit, also on exceptions. An explicit `session_id` wins. An empty or garbage carrier
+/// gives the current context; nothing here raises for bad input. Works with `with` and
+/// `async with`; yields the attached Context.
+#[pyclass(
+    module = "honeytrace",
+    name = "with_distributed_trace_context",
+    subclass
+)]
+pub struct DistributedContext {
+    carrier: Option<Py<PyAny>>,
+    handle: Option<Arc<Handle>>,
+    session_id: Option<String>,
+    trust: Option<Trust>,
+    tokens: Mutex<Vec<Py<PyAny>>>,
+}
+
+impl Degrade for DistributedContext {
+    fn degraded() -> Self {
+        DistributedContext {
+            carrier: None,
+            handle: None,
+            session_id: None,
+            trust: None,
+            tokens: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl DistributedContext {
+    fn enter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let b = bridge(py)?;
+        let handle = self.handle.clone().or_else(default_handle);
+        let ctx = match &self.carrier {
+            None => b.current(py)?,
+            Some(carrier) => extract_context(
+                py,
+                carrier.bind(py),
+                None,
+                handle.as_ref(),
+                self.trust,
+                self.session_id.as_deref(),
+            )
+            .or_else(|e| {
+                crate::engine::diag::warn_limited(
+                    "extract-failed",
+                    &format!("could not read the incoming context: {e}"),
+                );
+                b.current(py)
+            })?,
+        };
+        let token = b.attach(&ctx)?;
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(token.unbind());
+        Ok(ctx.unbind())
+    }
+
+    fn exit(&self, py: Python<'_>) -> PyResult<()> {
+        let token = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some(t) = token {
+            bridge(py)?.detach(t.bind(py));
+        }
+        Ok(())
+    }
+}
+
+#[honeytrace_macros::methods]
+impl DistributedContext {
+    #[new]
+    #[pyo3(signature = (carrier, tracer=None, *, session_id=None, trust=None))]
+    fn new(
+        carrier: Py<PyAny>,
+        tracer: Option<&Bound<'_, PyAny>>,
+        session_id: Option<&Bound<'_, PyAny>>,
+        trust: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        Ok(DistributedContext {
+            carrier: Some(carrier),
+            handle: handle_of(tracer),
+            session_id: text_arg(session_id),
+            trust: lenient_trust(trust),
+            tokens: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(c) = &self.carrier {
+            visit.call(c)?;
+        }
+        if let Ok(t) = self.tokens.try_lock() {
+            for tok in t.iter() {
+                visit.call(tok)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let t = std::mem::take(&mut *self.tokens.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(t);
+    }
+
+    fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.enter(py)
+    }
+
+    #[pyo3(signature = (_exc_type=None, _exc=None, _tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.exit(py)
+    }
+
+    /// `async with`: attaches in the awaiting task, like `with`.
+    fn __aenter__(&self, py: Python<'_>) -> PyResult<Ready> {
+        Ok(Ready::new(Some(self.enter(py)?)))
+    }
+
+    #[pyo3(signature = (_exc_type=None, _exc=None, _tb=None))]
+    fn __aexit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Ready> {
+        self.exit(py)?;
+        Ok(Ready::new(None))
+    }
+}
+
+/// Sign a session id with `secret` (for tests and for services that build baggage
+/// by hand).
+#[honeytrace_macros::function]
+pub fn sign_session(secret: &Bound<'_, PyAny>, session_id: &Bound<'_, PyAny>) -> String {
+    let text = |v: &Bound<'_, PyAny>| v.cast::<PyString>().ok().map(|s| pystr::text(s).into_owned());
+    match (text(secret), text(session_id)) {
+        (Some(secret), Some(sid)) => sign(&secret, &sid),
+        _ => {
+            invalid_argument("sign_session");
+            String::new()
+        }
+    }
+}

@@ -1,0 +1,631 @@
+//! `HoneyHiveTracer`'s engine as Python sees it: the handle of one tracer (the engine
+//! `Core` and the Python strings its baggage defaults need), the registry of live
+//! tracers, and the process-wide functions (flush, shutdown, fork).
+
+use crate::engine::config::parse::{parse, Input};
+use crate::engine::config::{Mode, Trust};
+use crate::engine::diag::{self, COUNTERS};
+use crate::engine::export::pipeline::Pipeline;
+use crate::engine::export::prepare::{kind_name, prepare};
+use crate::engine::export::rest::Job;
+use crate::engine::export::sink::Stats;
+use crate::engine::ids;
+use crate::engine::propagation::policy::{self, Policy};
+use crate::engine::registry::{Entry, Registry};
+use crate::engine::stamp::{shared, Incoming};
+use crate::engine::tracer::{Core, VERSION};
+use crate::py::boundary::invalid_argument;
+use crate::py::capture::to_json;
+use crate::py::config::raw_kwargs;
+use crate::py::convert::value_to_py;
+use crate::py::otel::{scope_of, ScopedTracer};
+use crate::py::pystr;
+use opentelemetry::trace::Status;
+use opentelemetry::{Key, KeyValue};
+use opentelemetry_sdk::trace::SpanData;
+use opentelemetry_sdk::Resource;
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The tracer's defaults as Python strings, for the baggage the decorator adds.
+pub struct BaggageDefaults {
+    pub session_id: Py<PyString>,
+    pub project: Option<Py<PyString>>,
+    pub source: Py<PyString>,
+    /// `{session_id, project, source}` shared by every call that starts without
+    /// baggage: OpenTelemetry treats baggage dicts as immutable (it copies to change).
+    pub dict: Py<PyDict>,
+}
+
+/// One tracer as the boundary holds it.
+pub struct Handle {
+    pub core: Arc<Core>,
+    pub bag: BaggageDefaults,
+    /// The last baggage dict read and what it held. Every span of a request sees the
+    /// same dict object; holding a reference keeps its address from being reused.
+    bag_cache: Mutex<Option<(Py<PyDict>, Arc<Incoming>)>>,
+}
+
+impl Entry for Handle {
+    fn id(&self) -> u64 {
+        self.core.id
+    }
+    fn is_live(&self) -> bool {
+        self.core.is_live()
+    }
+}
+
+fn baggage_text(v: Option<Bound<'_, PyAny>>) -> Option<String> {
+    let v = v?;
+    let s = pystr::text(v.cast::<PyString>().ok()?).into_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+impl Handle {
+    fn new(py: Python<'_>, core: Arc<Core>) -> PyResult<Handle> {
+        let cfg = &core.cfg;
+        let session_id = PyString::new(py, &cfg.session_id);
+        let project = cfg.project.as_deref().map(|p| PyString::new(py, p));
+        let source = PyString::new(py, &cfg.source);
+        let dict = PyDict::new(py);
+        dict.set_item("session_id", &session_id)?;
+        if let Some(p) = &project {
+            dict.set_item("project", p)?;
+        }
+        dict.set_item("source", &source)?;
+        Ok(Handle {
+            bag: BaggageDefaults {
+                session_id: session_id.unbind(),
+                project: project.map(Bound::unbind),
+                source: source.unbind(),
+                dict: dict.unbind(),
+            },
+            core,
+            bag_cache: Mutex::new(None),
+        })
+    }
+
+    /// The session values in a span's baggage, as shared attribute values.
+    pub fn read_baggage(&self, bag: Option<&Bound<'_, PyDict>>) -> Arc<Incoming> {
+        static EMPTY: std::sync::OnceLock<Arc<Incoming>> = std::sync::OnceLock::new();
+        let Some(bag) = bag.filter(|b| !b.is_empty()) else {
+            return EMPTY.get_or_init(|| Arc::new(Incoming::default())).clone();
+        };
+        {
+            let cache = self.bag_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((dict, inc)) = cache.as_ref() {
+                if dict.as_ptr() == bag.as_ptr() {
+                    return inc.clone();
+                }
+            }
+        }
+        let py = bag.py();
+        // Only str values count: baggage holds strings, and reading anything else
+        // would run user code.
+        let get = |k: &Bound<'_, PyString>| {
+            baggage_text(bag.get_item(k).ok().flatten()).map(|t| shared(&t))
+        };
+        let inc = Arc::new(Incoming {
+            session_id: get(intern!(py, "session_id")),
+            project: get(intern!(py, "project")),
+            source: get(intern!(py, "source")),
+            parent_id: get(intern!(py, "parent_id")),
+            run_id: get(intern!(py, "run_id")),
+            dataset_id: get(intern!(py, "dataset_id")),
+            datapoint_id: get(intern!(py, "datapoint_id")),
+            extra: self
+                .core
+                .stamper
+                .allowlist
+                .iter()
+                .filter_map(|k| {
+                    let v = baggage_text(bag.get_item(k.as_str()).ok().flatten())?;
+                    Some((Key::new(format!("baggage.{k}")), shared(&v)))
+                })
+                .collect(),
+        });
+        *self.bag_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((bag.clone().unbind(), inc.clone()));
+        inc
+    }
+
+    pub fn policy(&self, trust: Option<Trust>) -> Policy {
+        Policy::of(Some(&self.core.cfg), trust)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Registry
+
+static REGISTRY: Registry<Handle> = Registry::new();
+
+thread_local! {
+    /// The default tracer, cached per thread and per registry generation.
+    static DEFAULT_CACHE: std::cell::RefCell<(u64, Option<Arc<Handle>>)> =
+        const { std::cell::RefCell::new((0, None)) };
+}
+
+/// The default tracer: the one `set_default_tracer` chose (or the first), while it is
+/// live; otherwise the oldest live one.
+pub fn default_handle() -> Option<Arc<Handle>> {
+    // Hot path (every root span): a thread-local cache, refreshed when the registry
+    // changed or the cached tracer was shut down.
+    let generation = REGISTRY.generation();
+    let cached = DEFAULT_CACHE.with(|c| {
+        let c = c.borrow();
+        (c.0 == generation)
+            .then(|| c.1.clone())
+            .flatten()
+            .filter(|h| h.is_live())
+    });
+    if cached.is_some() {
+        return cached;
+    }
+    let found = REGISTRY.default_entry();
+    DEFAULT_CACHE.with(|c| *c.borrow_mut() = (generation, found.clone()));
+    found
+}
+
+// ---------------------------------------------------------------------------------
+// Reports
+
+fn stats_dict<'py>(py: Python<'py>, h: &Handle) -> PyResult<Bound<'py, PyDict>> {
+    let s = &h.core.stats;
+    let d = PyDict::new(py);
+    let g = Stats::get;
+    let dropped = g(&s.dropped_queue_full)
+        + g(&s.dropped_queue_bytes)
+        + g(&s.dropped_after_shutdown)
+        + g(&s.dropped_at_shutdown);
+    d.set_item("started", g(&s.started))?;
+    d.set_item("ended", g(&s.ended))?;
+    d.set_item("exported", g(&s.exported))?;
+    d.set_item("dropped", dropped)?;
+    d.set_item("dropped_queue_full", g(&s.dropped_queue_full))?;
+    d.set_item("dropped_queue_bytes", g(&s.dropped_queue_bytes))?;
+    d.set_item("dropped_after_shutdown", g(&s.dropped_after_shutdown))?;
+    d.set_item("dropped_at_shutdown", g(&s.dropped_at_shutdown))?;
+    d.set_item("failed", g(&s.failed))?;
+    d.set_item("failed_exports", g(&s.failed_exports))?;
+    d.set_item("retries", g(&s.retries))?;
+    d.set_item("filtered", g(&s.filtered))?;
+    let (queued, queued_bytes) = h.core.pipeline.queue_depth();
+    d.set_item("queued", queued)?;
+    d.set_item("queued_bytes", queued_bytes)?;
+    d.set_item("api_calls", g(&s.api_calls))?;
+    d.set_item("api_calls_failed", g(&s.api_calls_failed))?;
+    let c = &COUNTERS;
+    for (k, v) in [
+        ("attributes_dropped", &c.attributes_dropped),
+        ("internal_errors", &c.internal_errors),
+        ("values_unconvertible", &c.values_unconvertible),
+        ("redaction_errors", &c.redaction_errors),
+        ("context_detach_errors", &c.context_detach_errors),
+        ("invalid_arguments", &c.invalid_arguments),
+        ("log_records_dropped", &c.log_records_dropped),
+        ("thread_restarts", &c.thread_restarts),
+    ] {
+        d.set_item(k, diag::get(v))?;
+    }
+    let p = &policy::STATS;
+    for (k, v) in [
+        ("traceparent_invalid", &p.traceparent_invalid),
+        ("tracestate_dropped", &p.tracestate_dropped),
+        ("baggage_dropped", &p.baggage_dropped),
+        ("incoming_rejected", &p.incoming_rejected),
+        ("sessions_unsigned", &p.sessions_unsigned),
+        ("sessions_forged", &p.sessions_forged),
+        ("contexts_ignored", &p.contexts_ignored),
+    ] {
+        d.set_item(k, diag::get(v))?;
+    }
+    d.set_item("last_error", s.last_error())?;
+    Ok(d)
+}
+
+fn kvs_to_dict<'py>(py: Python<'py>, kvs: &[KeyValue]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for kv in kvs {
+        d.set_item(kv.key.as_str(), value_to_py(py, &kv.value)?)?;
+    }
+    Ok(d)
+}
+
+fn ns(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn span_to_dict<'py>(
+    py: Python<'py>,
+    mut s: SpanData,
+    resource: &Resource,
+) -> PyResult<Bound<'py, PyDict>> {
+    prepare(&mut s);
+    let d = PyDict::new(py);
+    d.set_item("name", s.name.as_ref())?;
+    d.set_item("trace_id", s.span_context.trace_id().to_string())?;
+    d.set_item("span_id", s.span_context.span_id().to_string())?;
+    d.set_item(
+        "parent_span_id",
+        (s.parent_span_id != opentelemetry::trace::SpanId::INVALID)
+            .then(|| s.parent_span_id.to_string()),
+    )?;
+    d.set_item("parent_is_remote", s.parent_span_is_remote)?;
+    d.set_item("kind", kind_name(&s.span_kind))?;
+    d.set_item("start_time", ns(s.start_time))?;
+    d.set_item("end_time", ns(s.end_time))?;
+    d.set_item("attributes", kvs_to_dict(py, &s.attributes)?)?;
+    let events = PyList::empty(py);
+    for e in s.events.iter() {
+        let ed = PyDict::new(py);
+        ed.set_item("name", e.name.as_ref())?;
+        ed.set_item("timestamp", ns(e.timestamp))?;
+        ed.set_item("attributes", kvs_to_dict(py, &e.attributes)?)?;
+        events.append(ed)?;
+    }
+    d.set_item("events", events)?;
+    let links = PyList::empty(py);
+    for l in s.links.iter() {
+        let ld = PyDict::new(py);
+        ld.set_item("trace_id", l.span_context.trace_id().to_string())?;
+        ld.set_item("span_id", l.span_context.span_id().to_string())?;
+        ld.set_item("attributes", kvs_to_dict(py, &l.attributes)?)?;
+        links.append(ld)?;
+    }
+    d.set_item("links", links)?;
+    let status = PyDict::new(py);
+    let (code, description) = match &s.status {
+        Status::Unset => ("UNSET", None),
+        Status::Ok => ("OK", None),
+        Status::Error { description } => ("ERROR", Some(description.to_string())),
+    };
+    status.set_item("code", code)?;
+    status.set_item("description", description)?;
+    d.set_item("status", status)?;
+    let scope = PyDict::new(py);
+    scope.set_item("name", s.instrumentation_scope.name())?;
+    scope.set_item("version", s.instrumentation_scope.version())?;
+    d.set_item("scope", scope)?;
+    d.set_item("resource", resource_dict(py, resource)?)?;
+    Ok(d)
+}
+
+fn resource_dict<'py>(py: Python<'py>, resource: &Resource) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in resource {
+        d.set_item(k.as_str(), value_to_py(py, v)?)?;
+    }
+    Ok(d)
+}
+
+/// Seconds given by a user as a `Duration`: NaN, negative, infinite, huge, or not a
+/// number at all give `default` or the nearest bound (and count as invalid).
+fn timeout_arg(value: Option<&Bound<'_, PyAny>>, default: Duration, what: &str) -> Duration {
+    const MAX: Duration = Duration::from_secs(86_400);
+    let Some(v) = value.filter(|v| !v.is_none()) else {
+        return default;
+    };
+    match v.extract::<f64>() {
+        Ok(f) if f.is_nan() => {
+            invalid_argument(what);
+            default
+        }
+        Ok(f) => diag::seconds(f, MAX),
+        Err(_) => {
+            invalid_argument(what);
+            default
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Python classes
+
+/// The engine of one `HoneyHiveTracer`.
+#[pyclass(module = "honeytrace._core", name = "TracerCore", frozen)]
+pub struct TracerCore {
+    pub handle: Arc<Handle>,
+}
+
+impl TracerCore {
+    pub fn core(&self) -> &Core {
+        &self.handle.core
+    }
+}
+
+/// A tracer in disabled mode, for when building the real one failed inside the engine.
+fn disabled_core(py: Python<'_>) -> PyResult<(TracerCore, Vec<String>, Vec<String>)> {
+    let mut input = Input {
+        kwargs: Vec::new(),
+        env: HashMap::new(),
+    };
+    input.env.insert("OTEL_SDK_DISABLED".into(), "true".into());
+    let parsed = parse(&input).map_err(|e| PyValueError::new_err(e.0))?;
+    let handle = Arc::new(Handle::new(py, Core::build(parsed.config))?);
+    Ok((TracerCore { handle }, Vec::new(), Vec::new()))
+}
+
+#[honeytrace_macros::methods]
+impl TracerCore {
+    /// Parse and validate the configuration, build the engine, register it.
+    /// Returns (core, unknown keywords, ignored HoneyHive keywords). Only
+    /// configuration errors raise (`ValueError`).
+    #[staticmethod]
+    #[fallback(Python::attach(disabled_core))]
+    fn create(
+        py: Python<'_>,
+        kwargs: &Bound<'_, PyDict>,
+        env: HashMap<String, String>,
+    ) -> PyResult<(TracerCore, Vec<String>, Vec<String>)> {
+        let input = Input {
+            kwargs: raw_kwargs(kwargs)?,
+            env,
+        };
+        let parsed = parse(&input).map_err(|e| PyValueError::new_err(format!("honeytrace: {e}")))?;
+        diag::set_verbose(parsed.config.verbose);
+        diag::install_panic_hook();
+        let handle = Arc::new(Handle::new(py, Core::build(parsed.config))?);
+        REGISTRY.register(&handle);
+        Ok((TracerCore { handle }, parsed.unknown, parsed.ignored_legacy))
+    }
+
+    #[getter]
+    fn id(&self) -> u64 {
+        self.core().id
+    }
+    #[getter]
+    fn session_id(&self) -> String {
+        self.core().cfg.session_id.clone()
+    }
+    #[getter]
+    fn session_id_given(&self) -> bool {
+        self.core().cfg.session_id_given
+    }
+    #[getter]
+    fn project(&self) -> Option<String> {
+        self.core().cfg.project.clone()
+    }
+    #[getter]
+    fn source(&self) -> String {
+        self.core().cfg.source.clone()
+    }
+    #[getter]
+    fn session_name(&self) -> Option<String> {
+        self.core().cfg.session_name.clone()
+    }
+    #[getter]
+    fn server_url(&self) -> String {
+        self.core().cfg.server_url.clone()
+    }
+    #[getter]
+    fn mode(&self) -> String {
+        self.core().cfg.mode.as_str().to_string()
+    }
+    #[getter]
+    fn test_mode(&self) -> bool {
+        self.core().cfg.test_mode
+    }
+    #[getter]
+    fn verbose(&self) -> bool {
+        self.core().cfg.verbose
+    }
+    #[getter]
+    fn otlp_endpoint(&self) -> Option<String> {
+        self.core().cfg.otlp_endpoint.clone()
+    }
+    #[getter]
+    fn otlp_protocol(&self) -> String {
+        self.core().cfg.protocol.as_str().to_string()
+    }
+    #[getter]
+    fn file_path(&self) -> Option<String> {
+        self.core()
+            .cfg
+            .file_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+    }
+    #[getter]
+    fn service_name(&self) -> String {
+        self.core().cfg.service_name.clone()
+    }
+    #[getter]
+    fn set_global(&self) -> Option<bool> {
+        self.core().cfg.set_global
+    }
+    #[getter]
+    fn propagate_threads(&self) -> bool {
+        self.core().cfg.propagate_threads
+    }
+    #[getter]
+    fn instrument_http(&self) -> bool {
+        self.core().cfg.instrument_http
+    }
+    #[getter]
+    fn baggage_hosts(&self) -> Option<Vec<String>> {
+        self.core().cfg.baggage_hosts.clone()
+    }
+    #[getter]
+    fn shutdown_timeout(&self) -> f64 {
+        self.core().cfg.shutdown_timeout.as_secs_f64()
+    }
+    #[getter]
+    fn is_shut_down(&self) -> bool {
+        self.core().pipeline.is_shut_down()
+    }
+    #[getter]
+    fn destination(&self) -> String {
+        self.core().destination()
+    }
+
+    /// The resource attributes every span carries.
+    fn resource(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        Ok(resource_dict(py, &self.core().resource)?.unbind())
+    }
+
+    /// An OpenTelemetry `Tracer` bound to this tracer.
+    #[pyo3(signature = (name, version=None, schema_url=None, attributes=None))]
+    fn tracer(
+        &self,
+        name: &Bound<'_, PyAny>,
+        version: Option<&Bound<'_, PyAny>>,
+        schema_url: Option<&Bound<'_, PyAny>>,
+        attributes: Option<&Bound<'_, PyAny>>,
+    ) -> ScopedTracer {
+        ScopedTracer::new(
+            scope_of(name, version, schema_url, attributes),
+            Some(self.handle.clone()),
+        )
+    }
+
+    /// Wait until every span ended so far is exported (or failed, counted).
+    #[pyo3(signature = (timeout=None))]
+    fn flush(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> bool {
+        let t = timeout_arg(timeout, Duration::from_secs(30), "flush");
+        let p: Arc<Pipeline> = self.core().pipeline.clone();
+        py.detach(move || p.flush(t))
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn shutdown(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> bool {
+        let t = timeout_arg(timeout, self.core().cfg.shutdown_timeout, "shutdown");
+        let p: Arc<Pipeline> = self.core().pipeline.clone();
+        let ok = py.detach(move || p.shutdown(t));
+        REGISTRY.remove(self.core().id);
+        ok
+    }
+
+    fn make_default(&self) {
+        REGISTRY.set_default(self.core().id);
+    }
+
+    fn stats(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        Ok(stats_dict(py, &self.handle)?.unbind())
+    }
+
+    /// Spans kept by the memory exporter, as plain dicts, in end order.
+    fn finished_spans(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        let out = PyList::empty(py);
+        if let Some(m) = self.core().pipeline.memory_store() {
+            for s in m.snapshot() {
+                out.append(span_to_dict(py, s, &self.core().resource)?)?;
+            }
+        }
+        Ok(out.unbind())
+    }
+
+    fn clear_finished_spans(&self) {
+        if let Some(m) = self.core().pipeline.memory_store() {
+            m.clear();
+        }
+    }
+
+    /// Queue a HoneyHive `PUT /events` (cloud mode). False when it cannot be sent.
+    fn update_event(&self, body: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if self.core().cfg.mode != Mode::Cloud {
+            return Ok(false);
+        }
+        let body = to_json(body)?;
+        Ok(self.core().pipeline.push_job(Job::UpdateEvent { body }))
+    }
+}
+
+/// The tracer named by a Python argument: a `HoneyHiveTracer`, its `TracerCore`, or
+/// None. Anything else is an invalid argument (None).
+pub fn handle_of(tracer: Option<&Bound<'_, PyAny>>) -> Option<Arc<Handle>> {
+    let t = tracer.filter(|t| !t.is_none())?;
+    if let Ok(c) = t.cast::<TracerCore>() {
+        return Some(c.get().handle.clone());
+    }
+    let py = t.py();
+    match t
+        .getattr(intern!(py, "_core"))
+        .ok()
+        .and_then(|c| c.cast_into::<TracerCore>().ok())
+    {
+        Some(c) => Some(c.get().handle.clone()),
+        None => {
+            invalid_argument("tracer");
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Module functions
+
+#[honeytrace_macros::function]
+pub fn default_tracer_id() -> Option<u64> {
+    default_handle().map(|h| h.core.id)
+}
+
+/// `os.register_at_fork(after_in_child=...)`: fresh export threads, ids re-seeded.
+#[honeytrace_macros::function]
+pub fn after_fork_child() {
+    ids::bump_fork_epoch();
+    for h in REGISTRY.all() {
+        h.core.pipeline.after_fork_child();
+    }
+}
+
+/// Flush every tracer within one shared deadline.
+#[honeytrace_macros::function]
+#[pyo3(signature = (timeout=None))]
+pub fn flush_all(py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> bool {
+    let handles = REGISTRY.all();
+    let deadline = diag::deadline_after(timeout_arg(timeout, Duration::from_secs(30), "flush"));
+    py.detach(move || {
+        let results: Vec<bool> = handles
+            .iter()
+            .map(|h| {
+                h.core
+                    .pipeline
+                    .flush(deadline.saturating_duration_since(Instant::now()))
+            })
+            .collect();
+        results.into_iter().all(|ok| ok)
+    })
+}
+
+/// Shut every tracer down in parallel within one deadline (the exit hook).
+#[honeytrace_macros::function]
+#[pyo3(signature = (timeout=None))]
+pub fn shutdown_all(py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> bool {
+    let handles = REGISTRY.all();
+    if handles.is_empty() {
+        return true;
+    }
+    let longest = handles
+        .iter()
+        .map(|h| h.core.cfg.shutdown_timeout)
+        .max()
+        .unwrap_or(Duration::from_secs(5));
+    let deadline = diag::deadline_after(timeout_arg(timeout, longest, "shutdown"));
+    let ok = py.detach(move || {
+        for h in &handles {
+            h.core.pipeline.begin_shutdown(deadline);
+        }
+        // Wait on every pipeline, even after one has failed.
+        let results: Vec<bool> = handles
+            .iter()
+            .map(|h| h.core.pipeline.wait_shutdown(deadline))
+            .collect();
+        results.into_iter().all(|ok| ok)
+    });
+    REGISTRY.clear();
+    ok
+}
+
+/// A new random (v4) UUID string.
+#[honeytrace_macros::function]
+pub fn uuid4() -> String {
+    ids::uuid4()
+}
+
+pub const ENGINE_VERSION: &str = VERSION;
