@@ -36,9 +36,9 @@ def sync(func: Callable[..., Any], spec: _core.TraceSpec) -> Callable[..., Any]:
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
-            scope.error(exc)
+            scope._error(exc)
             raise
-        return scope.done(result)
+        return scope._done(result)
 
     return traced
 
@@ -53,9 +53,9 @@ def coroutine(func: Callable[..., Any], spec: _core.TraceSpec) -> Callable[..., 
         try:
             result = await func(*args, **kwargs)
         except BaseException as exc:
-            scope.error(exc)
+            scope._error(exc)
             raise
-        return scope.done(result)
+        return scope._done(result)
 
     return traced
 

@@ -226,6 +226,27 @@ pub fn install_panic_hook() {
     }));
 }
 
+// ---------------------------------------------------------------------------------
+// Fault injection (tests of the supervision only; `_core._panic_for_test`)
+
+static EXPORT_PANICS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Make the next `n` batch exports panic.
+pub fn inject_export_panics(n: u32) {
+    EXPORT_PANICS.store(n, Ordering::SeqCst);
+}
+
+/// Panic here if an export panic was injected.
+pub fn injected_export_panic() {
+    if EXPORT_PANICS.load(Ordering::Relaxed) > 0
+        && EXPORT_PANICS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        panic!("an export panic injected by _panic_for_test");
+    }
+}
+
 /// A duration of `secs` seconds, for values that come from users: NaN and negative
 /// values give zero, infinity and overflow give `max`.
 pub fn seconds(secs: f64, max: Duration) -> Duration {

@@ -17,3 +17,6 @@ pub const RUN_ID: Key = Key::from_static_str("honeyhive_metadata.run_id");
 pub const DATASET_ID: Key = Key::from_static_str("honeyhive_metadata.dataset_id");
 pub const DATAPOINT_ID: Key = Key::from_static_str("honeyhive_metadata.datapoint_id");
 
+pub const OUTPUT: Key = Key::from_static_str("honeyhive_outputs.result");
+pub const ERROR: Key = Key::from_static_str("honeyhive_error");
+pub const ERROR_TYPE: Key = Key::from_static_str("honeyhive_error_type");

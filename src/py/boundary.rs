@@ -219,11 +219,18 @@ pub fn internal_errors() -> u64 {
     diag::get(&COUNTERS.internal_errors)
 }
 
-/// Make the engine panic inside the boundary (tests of the panic shield only).
+/// Make the engine panic, for tests of the panic shield and the supervision only:
+/// `"boundary"` panics in this call (which returns False, degraded); `"export"` makes
+/// the next `count` batch exports panic on the export thread.
 #[honeytrace_macros::function]
-pub fn _panic_for_test(what: &str) -> bool {
-    if what == "boundary" {
-        panic!("a panic raised on purpose by _panic_for_test");
+#[pyo3(signature = (what, count=1))]
+pub fn _panic_for_test(what: &str, count: u32) -> bool {
+    match what {
+        "boundary" => panic!("a panic raised on purpose by _panic_for_test"),
+        "export" => {
+            diag::inject_export_panics(count);
+            true
+        }
+        _ => false,
     }
-    true
 }

@@ -9,6 +9,7 @@
 //! given explicitly); after the call, capture the result or the exception and end the
 //! span.
 
+use crate::engine::keys;
 use crate::engine::diag;
 use crate::engine::span::SpanOptions;
 use crate::engine::stamp::{is_stamp_key, shared, Explicit, Incoming};
@@ -20,24 +21,20 @@ use crate::py::capture::{
 };
 use crate::py::convert::{dict_items, from_mapping, lenient_text, value_to_py};
 use crate::py::propagation::restart_link;
-use crate::py::span::PySpan;
+use crate::py::span::{finish_ok, record_failure, CallCapture, PySpan};
 use crate::py::tracer::{default_handle, handle_of, Handle};
-use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::trace::SpanKind;
 use opentelemetry::{Key, KeyValue, Value};
-use pyo3::exceptions::{PyException, PyGeneratorExit, PyKeyboardInterrupt, PySystemExit};
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::PyTraverseError;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-const OUTPUT_KEY: Key = Key::from_static_str("honeyhive_outputs.result");
-const ERROR_KEY: Key = Key::from_static_str("honeyhive_error");
-const ERROR_TYPE_KEY: Key = Key::from_static_str("honeyhive_error_type");
 const DEFAULT_BUDGET: usize = 64 * 1024;
 
 static WARNED_UNTRACED: AtomicBool = AtomicBool::new(false);
@@ -124,11 +121,11 @@ fn warn_untraced() {
     }
 }
 
-/// The no-op scope of an untraced call (one per process).
-static NOOP: PyOnceLock<Py<CallScope>> = PyOnceLock::new();
+/// The scope of an untraced call: a span that records nothing (one per process).
+static NOOP: PyOnceLock<Py<PySpan>> = PyOnceLock::new();
 
-fn noop(py: Python<'_>) -> PyResult<Py<CallScope>> {
-    NOOP.get_or_try_init(py, || Py::new(py, CallScope::degraded()))
+fn noop(py: Python<'_>) -> PyResult<Py<PySpan>> {
+    NOOP.get_or_try_init(py, || Py::new(py, PySpan::degraded()))
         .map(|s| s.clone_ref(py))
 }
 
@@ -249,6 +246,7 @@ impl TraceSpec {
         py: Python<'py>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
+        call: Option<CallCapture>,
     ) -> PyResult<Option<Begun<'py>>> {
         if self.disabled || suppressed() {
             return Ok(None);
@@ -288,20 +286,24 @@ impl TraceSpec {
         let begun = handle
             .core
             .begin_span(&handle.core.scope, parent.span_context(), opts);
-        let span = Py::new(py, PySpan::begun(begun, handle.clone(), true, true))?;
+        let mut span = PySpan::begun(begun, handle.clone(), true, true);
+        if let Some(mut call) = call {
+            call.budget = budget;
+            span = span.for_call(call);
+        }
+        let span = Py::new(py, span)?;
         let new_bag = self.child_baggage(py, &handle, &incoming, bag.as_ref())?;
         let ctx = b.child(&cur, span.bind(py).as_any(), new_bag.as_ref())?;
         Ok(Some(Begun { span, ctx, handle }))
     }
 
-    fn scope(&self, begun: Begun<'_>, token: Option<Py<PyAny>>) -> CallScope {
+    fn scope(&self, begun: Begun<'_>) -> CallScope {
         CallScope {
             span: Some(begun.span),
             context: Some(begun.ctx.unbind()),
             budget: begun.handle.core.cfg.max_attribute_bytes,
             capture_outputs: self.capture_outputs,
             stream: Mutex::new(Stream::default()),
-            token: Mutex::new(token),
         }
     }
 
@@ -401,7 +403,7 @@ impl TraceSpec {
             from_mapping(&a, &mut attrs);
         }
         if let Some(e) = text(error) {
-            attrs.push(KeyValue::new(ERROR_KEY, e));
+            attrs.push(KeyValue::new(keys::ERROR, e));
         }
         for (key, v) in [
             ("honeyhive_event_type", text(event_type)),
@@ -575,20 +577,24 @@ impl TraceSpec {
         py: Python<'_>,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Py<CallScope>> {
-        let Some(begun) = self.begin(py, args, kwargs)? else {
+    ) -> PyResult<Py<PySpan>> {
+        let call = CallCapture {
+            outputs: self.capture_outputs,
+            budget: DEFAULT_BUDGET,
+        };
+        let Some(begun) = self.begin(py, args, kwargs, Some(call))? else {
             return noop(py);
         };
         let b = bridge(py)?;
-        let token = match b.attach(&begun.ctx) {
-            Ok(t) => t.unbind(),
+        match b.attach(&begun.ctx) {
+            Ok(t) => begun.span.get().set_token(t.unbind()),
             Err(e) => {
                 diag::warn_limited("attach-failed", &format!("could not attach: {e}"));
                 begun.span.get().end_at(None);
                 return noop(py);
             }
-        };
-        Py::new(py, self.scope(begun, Some(token)))
+        }
+        Ok(begun.span)
     }
 
     /// Start a span for a call without making it current (generators and
@@ -602,8 +608,8 @@ impl TraceSpec {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Option<CallScope>> {
         Ok(self
-            .begin(py, args, kwargs)?
-            .map(|begun| self.scope(begun, None)))
+            .begin(py, args, kwargs, None)?
+            .map(|begun| self.scope(begun)))
     }
 }
 
@@ -638,75 +644,6 @@ pub fn _trace_spec(
         .unbind())
 }
 
-/// Record how a call ended on its span (shared by every wrapper kind). A non-Exception
-/// raised while reading the exception propagates.
-pub fn record_failure(span: &PySpan, err: &Bound<'_, PyAny>, traceback: Option<Bound<'_, PyAny>>) {
-    let py = err.py();
-    let ty = err.get_type();
-    let type_name = ty
-        .name()
-        .map_or_else(|_| "Exception".into(), |n| n.to_string());
-    let message = Section::open()
-        .and_then(|_s| err.str().ok().map(|s| s.to_string()))
-        .unwrap_or_default();
-    let described = if message.is_empty() {
-        type_name.clone()
-    } else {
-        format!("{type_name}: {message}")
-    };
-    if err.is_instance_of::<PyException>() {
-        if type_name == "CancelledError" {
-            // asyncio.CancelledError is an Exception subclass before 3.8 only; kept for
-            // other frameworks' CancelledError types that are.
-            span.set_many(vec![KeyValue::new("honeyhive_metadata.cancelled", true)]);
-            return;
-        }
-        span.record_exception_event(err, traceback, None, None, true);
-        span.set_many(vec![
-            KeyValue::new(ERROR_KEY, described.clone()),
-            KeyValue::new(ERROR_TYPE_KEY, qualified_type(&ty)),
-        ]);
-        span.set_status_now(Status::error(described));
-    } else if err.is_instance_of::<PyGeneratorExit>() {
-        span.set_many(vec![KeyValue::new("honeyhive_metadata.closed_early", true)]);
-    } else if err.is_instance_of::<PyKeyboardInterrupt>() {
-        span.set_status_now(Status::error(described));
-    } else if err.is_instance_of::<PySystemExit>() {
-        let code = Section::open()
-            .and_then(|_s| {
-                err.getattr(intern!(py, "code"))
-                    .ok()
-                    .map(|c| c.str().map(|s| s.to_string()).unwrap_or_default())
-            })
-            .unwrap_or_default();
-        span.set_many(vec![KeyValue::new("honeyhive_metadata.exit_code", code)]);
-    } else if type_name == "CancelledError" {
-        span.set_many(vec![KeyValue::new("honeyhive_metadata.cancelled", true)]);
-    } else {
-        span.set_status_now(Status::error(described));
-    }
-}
-
-fn qualified_type(ty: &Bound<'_, PyType>) -> String {
-    let q = ty.qualname().map(|q| q.to_string()).unwrap_or_default();
-    match ty.module().map(|m| m.to_string()) {
-        Ok(m) if !m.is_empty() && m != "builtins" => format!("{m}.{q}"),
-        _ => q,
-    }
-}
-
-fn finish_ok(span: &PySpan, result: &Bound<'_, PyAny>, capture: bool, budget: usize) -> Captured<()> {
-    let mut kv = Vec::new();
-    let r = if capture {
-        capture_into(OUTPUT_KEY, result, budget, &mut kv)
-    } else {
-        Ok(())
-    };
-    // The span ends whatever happened while capturing.
-    span.end_with(kv);
-    r
-}
-
 #[derive(Default)]
 struct Stream {
     count: u64,
@@ -716,7 +653,8 @@ struct Stream {
     json: Option<JsonWriter>,
 }
 
-/// One traced call driven from Python.
+/// One traced call driven from Python (generators and `enrich_span_context`, which
+/// attach `context` around each step themselves).
 #[pyclass(module = "honeytrace._core", name = "CallScope", frozen)]
 pub struct CallScope {
     /// None: the no-op scope of an untraced call.
@@ -725,8 +663,6 @@ pub struct CallScope {
     budget: usize,
     capture_outputs: bool,
     stream: Mutex<Stream>,
-    /// The context token when `TraceSpec.enter` attached the span's context.
-    token: Mutex<Option<Py<PyAny>>>,
 }
 
 impl Degrade for CallScope {
@@ -737,19 +673,11 @@ impl Degrade for CallScope {
             budget: DEFAULT_BUDGET,
             capture_outputs: false,
             stream: Mutex::new(Stream::default()),
-            token: Mutex::new(None),
         }
     }
 }
 
 impl CallScope {
-    fn restore(&self, py: Python<'_>) {
-        let token = self.token.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let (Some(t), Ok(b)) = (token, bridge(py)) {
-            b.detach(t.bind(py));
-        }
-    }
-
     fn stream_started(&self) -> bool {
         self.stream
             .lock()
@@ -771,7 +699,7 @@ impl CallScope {
             }
         };
         span.set_many(vec![
-            KeyValue::new(OUTPUT_KEY, value),
+            KeyValue::new(keys::OUTPUT, value),
             KeyValue::new(
                 "honeyhive_metadata.stream_chunks",
                 i64::try_from(st.count).unwrap_or(i64::MAX),
@@ -803,36 +731,7 @@ impl CallScope {
         if let Some(c) = &self.context {
             visit.call(c)?;
         }
-        if let Ok(t) = self.token.try_lock() {
-            if let Some(t) = t.as_ref() {
-                visit.call(t)?;
-            }
-        }
         Ok(())
-    }
-
-    fn __clear__(&self) {
-        let t = self.token.lock().unwrap_or_else(|p| p.into_inner()).take();
-        drop(t);
-    }
-
-    /// The call returned `result`: restore the context `enter` attached, capture the
-    /// result, end the span. Returns `result`.
-    #[fallback(Python::attach(|py| Ok(py.None())))]
-    fn done(&self, py: Python<'_>, result: Py<PyAny>) -> PyResult<Py<PyAny>> {
-        self.restore(py);
-        if let Some(span) = &self.span {
-            finish_ok(span.get(), result.bind(py), self.capture_outputs, self.budget)
-                .map_err(PyErr::from)?;
-        }
-        Ok(result)
-    }
-
-    /// The call raised `exc` (any BaseException): restore the context `enter`
-    /// attached, record it, end the span.
-    fn error(&self, py: Python<'_>, exc: &Bound<'_, PyAny>) {
-        self.restore(py);
-        self.fail_inner(exc);
     }
 
     /// The Context to attach while the call's code runs.

@@ -2,16 +2,19 @@
 //! Implements the `opentelemetry.trace.Span` interface; `honeytrace/__init__.py`
 //! registers the class as a virtual subclass so `isinstance(span, trace.Span)` holds.
 
+use crate::engine::keys;
 use crate::engine::diag::{self, COUNTERS};
 use crate::engine::span::{ns_to_time, Recording};
 use crate::engine::tracer::Begun;
 use crate::py::boundary::{Degrade, Section};
+use crate::py::capture::{capture_into, Captured};
 use crate::py::bridge::{bridge, from_py_span_context};
 use crate::py::convert::{from_mapping, lenient_ns, lenient_text, to_value};
 use crate::py::pystr;
 use crate::py::tracer::Handle;
 use opentelemetry::trace::{SpanContext, Status};
 use opentelemetry::KeyValue;
+use pyo3::exceptions::{PyException, PyGeneratorExit, PyKeyboardInterrupt, PySystemExit};
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -21,11 +24,29 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+/// What a span handle holds under its lock.
+#[derive(Default)]
+struct State {
+    /// The span while it records. Boxed: a span object moves several times between
+    /// creation and the Python heap; a pointer moves instead of the ~350-byte `SpanData`.
+    rec: Option<Box<Recording>>,
+    /// A decorated call's context token (`TraceSpec.enter`), restored by `_done`/`_error`.
+    token: Option<Py<PyAny>>,
+}
+
+/// How a decorated call's result is captured (`TraceSpec.enter`): the span handle is
+/// the call's scope too, which saves an object per call.
+#[derive(Clone, Copy)]
+pub struct CallCapture {
+    pub outputs: bool,
+    pub budget: usize,
+}
+
+
 #[pyclass(module = "honeytrace._core", name = "Span", frozen, weakref)]
 pub struct PySpan {
-    /// Boxed: a span object moves several times between creation and the Python
-    /// heap; a pointer moves instead of the ~350-byte `SpanData`.
-    inner: Mutex<Option<Box<Recording>>>,
+    inner: Mutex<State>,
+    call: Option<CallCapture>,
     pub(crate) sc: SpanContext,
     pub(crate) handle: Option<Arc<Handle>>,
     /// The Python `SpanContext`, made on first use. It cannot refer back to the span,
@@ -38,7 +59,7 @@ pub struct PySpan {
 impl Drop for PySpan {
     /// A span garbage-collected without `end()` is ended then (like the SDK's Span).
     fn drop(&mut self) {
-        let rec = self.inner.get_mut().map_or(None, Option::take);
+        let rec = self.inner.get_mut().map_or(None, |st| st.rec.take());
         if let (Some(rec), Some(h)) = (rec, self.handle.as_ref()) {
             diag::shield("span end", || (), || h.core.finish(rec, None));
         }
@@ -62,7 +83,11 @@ impl PySpan {
         match begun {
             Begun::Recording(rec) => PySpan {
                 sc: rec.data.span_context.clone(),
-                inner: Mutex::new(Some(rec)),
+                inner: Mutex::new(State {
+                    rec: Some(rec),
+                    token: None,
+                }),
+                call: None,
                 handle: Some(handle),
                 py_sc: Mutex::new(None),
                 record_exception,
@@ -81,7 +106,8 @@ impl PySpan {
     /// headers) or an unsampled span. `handle` is the tracer its children belong to.
     pub fn remote(sc: SpanContext, handle: Option<Arc<Handle>>) -> Self {
         PySpan {
-            inner: Mutex::new(None),
+            inner: Mutex::new(State::default()),
+            call: None,
             sc,
             handle,
             py_sc: Mutex::new(None),
@@ -90,19 +116,39 @@ impl PySpan {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Box<Recording>>> {
+    /// The span as a decorated call's scope (see `CallCapture`).
+    pub fn for_call(mut self, call: CallCapture) -> Self {
+        self.call = Some(call);
+        self
+    }
+
+    /// Keep the call's context token, for `_done`/`_error` to restore.
+    pub fn set_token(&self, token: Py<PyAny>) {
+        self.lock().token = Some(token);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn restore(&self, py: Python<'_>) {
+        let token = self.lock().token.take();
+        if let Some(t) = token {
+            if let Ok(b) = bridge(py) {
+                b.detach(t.bind(py));
+            }
+        }
+    }
+
     pub(crate) fn with_span(&self, f: impl FnOnce(&mut Recording)) {
-        if let Some(s) = self.lock().as_deref_mut() {
+        if let Some(s) = self.lock().rec.as_deref_mut() {
             f(s);
         }
     }
 
     pub fn end_at(&self, end: Option<SystemTime>) {
         // Take the span out first: ending runs the processor, no lock held.
-        let taken = self.lock().take();
+        let taken = self.lock().rec.take();
         if let (Some(rec), Some(h)) = (taken, self.handle.as_ref()) {
             h.core.finish(rec, end);
         }
@@ -110,7 +156,7 @@ impl PySpan {
 
     /// Add attributes then end, under one lock (the decorator's result).
     pub fn end_with(&self, kvs: Vec<KeyValue>) {
-        let taken = self.lock().take();
+        let taken = self.lock().rec.take();
         if let (Some(mut rec), Some(h)) = (taken, self.handle.as_ref()) {
             rec.set_attributes(kvs);
             h.core.finish(rec, None);
@@ -130,7 +176,7 @@ impl PySpan {
     }
 
     pub fn is_recording_now(&self) -> bool {
-        self.lock().is_some()
+        self.lock().rec.is_some()
     }
 
     pub fn flags(&self) -> (bool, bool) {
@@ -231,6 +277,80 @@ impl PySpan {
     }
 }
 
+/// End the span of a call that returned `result` (captured per `capture`). The span
+/// ends whatever happens while capturing; an `Interrupt` raised then is passed on.
+pub fn finish_ok(
+    span: &PySpan,
+    result: &Bound<'_, PyAny>,
+    capture: bool,
+    budget: usize,
+) -> Captured<()> {
+    let mut kv = Vec::new();
+    let r = if capture {
+        capture_into(keys::OUTPUT, result, budget, &mut kv)
+    } else {
+        Ok(())
+    };
+    span.end_with(kv);
+    r
+}
+
+/// Record how a call ended on its span (every wrapper kind).
+pub fn record_failure(span: &PySpan, err: &Bound<'_, PyAny>, traceback: Option<Bound<'_, PyAny>>) {
+    let py = err.py();
+    let ty = err.get_type();
+    let type_name = ty
+        .name()
+        .map_or_else(|_| "Exception".into(), |n| n.to_string());
+    let message = Section::open()
+        .and_then(|_s| err.str().ok().map(|s| s.to_string()))
+        .unwrap_or_default();
+    let described = if message.is_empty() {
+        type_name.clone()
+    } else {
+        format!("{type_name}: {message}")
+    };
+    if err.is_instance_of::<PyException>() {
+        if type_name == "CancelledError" {
+            // asyncio.CancelledError is an Exception subclass before 3.8 only; kept for
+            // other frameworks' CancelledError types that are.
+            span.set_many(vec![KeyValue::new("honeyhive_metadata.cancelled", true)]);
+            return;
+        }
+        span.record_exception_event(err, traceback, None, None, true);
+        span.set_many(vec![
+            KeyValue::new(keys::ERROR, described.clone()),
+            KeyValue::new(keys::ERROR_TYPE, qualified_type(&ty)),
+        ]);
+        span.set_status_now(Status::error(described));
+    } else if err.is_instance_of::<PyGeneratorExit>() {
+        span.set_many(vec![KeyValue::new("honeyhive_metadata.closed_early", true)]);
+    } else if err.is_instance_of::<PyKeyboardInterrupt>() {
+        span.set_status_now(Status::error(described));
+    } else if err.is_instance_of::<PySystemExit>() {
+        let code = Section::open()
+            .and_then(|_s| {
+                err.getattr(intern!(py, "code"))
+                    .ok()
+                    .map(|c| c.str().map(|s| s.to_string()).unwrap_or_default())
+            })
+            .unwrap_or_default();
+        span.set_many(vec![KeyValue::new("honeyhive_metadata.exit_code", code)]);
+    } else if type_name == "CancelledError" {
+        span.set_many(vec![KeyValue::new("honeyhive_metadata.cancelled", true)]);
+    } else {
+        span.set_status_now(Status::error(described));
+    }
+}
+
+fn qualified_type(ty: &Bound<'_, PyType>) -> String {
+    let q = ty.qualname().map(|q| q.to_string()).unwrap_or_default();
+    match ty.module().map(|m| m.to_string()) {
+        Ok(m) if !m.is_empty() && m != "builtins" => format!("{m}.{q}"),
+        _ => q,
+    }
+}
+
 #[honeytrace_macros::methods]
 impl PySpan {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -239,7 +359,38 @@ impl PySpan {
                 visit.call(sc)?;
             }
         }
+        if let Ok(st) = self.inner.try_lock() {
+            if let Some(t) = st.token.as_ref() {
+                visit.call(t)?;
+            }
+        }
         Ok(())
+    }
+
+    fn __clear__(&self) {
+        let t = self.lock().token.take();
+        drop(t);
+    }
+
+    /// A decorated call returned `result`: restore the context `TraceSpec.enter`
+    /// attached, capture the result, end the span. Returns `result`.
+    #[fallback(Python::attach(|py| Ok(py.None())))]
+    fn _done(&self, py: Python<'_>, result: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        self.restore(py);
+        if let Some(call) = self.call {
+            finish_ok(self, result.bind(py), call.outputs, call.budget).map_err(PyErr::from)?;
+        }
+        Ok(result)
+    }
+
+    /// A decorated call raised `exc` (any BaseException): restore the context, record
+    /// it, end the span.
+    fn _error(&self, py: Python<'_>, exc: &Bound<'_, PyAny>) {
+        self.restore(py);
+        if self.call.is_some() && exc.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+            record_failure(self, exc, None);
+            self.end_at(None);
+        }
     }
 
     #[pyo3(signature = (end_time=None))]

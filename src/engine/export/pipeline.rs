@@ -331,6 +331,7 @@ fn export_batch(shared: &Shared, exporter: &mut Box<dyn Exporter>, batch: Vec<Sp
     if Instant::now() >= deadline {
         Stats::add(&shared.stats.dropped_at_shutdown, n);
     } else {
+        diag::injected_export_panic();
         let ctl = Ctl { shared, deadline };
         match exporter.export(batch, &ctl) {
             Ok(()) => Stats::add(&shared.stats.exported, n),
