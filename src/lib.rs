@@ -15,7 +15,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Entry points for the Rust micro-benchmarks in `benches/rust` (not a public API).
 #[doc(hidden)]
 pub mod __bench {
-    pub use crate::engine::propagation::baggage::{encode as encode_baggage, parse as parse_baggage};
+    pub use crate::engine::propagation::baggage::{
+        encode as encode_baggage, parse as parse_baggage,
+    };
     pub use crate::engine::propagation::traceparent::parse as parse_traceparent;
     pub use crate::py::capture::{captured, flatten, to_json_text};
     pub use crate::py::convert::{from_mapping, to_value};

@@ -230,7 +230,7 @@ def test_redaction_hook_sees_every_captured_value(make_tracer: Make) -> None:
         honeytrace.set_redactor(None)
 
 
-# -- HoneyHive's baggage-preservation cases (reference §8 C) -------------------------
+# -- HoneyHive's baggage-preservation cases (HoneyHive 1.7's cases) -------------------------
 
 
 def _with_baggage(**items: str) -> Any:

@@ -66,7 +66,7 @@ def test_session_name_defaults_to_the_script_name(tmp_path: Path) -> None:
 
 
 def test_test_mode_keeps_a_provided_session_id(make_tracer: Make) -> None:
-    # HoneyHive 1.7 discards it in test mode (reference bug 5).
+    # HoneyHive 1.7 discards it in test mode (a bug honeytrace fixes).
     t = make_tracer(test_mode=True, session_id="my-session-1")
     assert t.session_id == "my-session-1"
     with t.start_as_current_span("s"):
@@ -262,3 +262,63 @@ def test_repr_is_informative(make_tracer: Make) -> None:
         "initialized=True)"
     )
     assert os.path.basename(__file__) not in repr(t)
+
+
+# -- one settings table ---------------------------------------------------------------
+
+
+def test_readme_configuration_table_is_the_engine_settings_table() -> None:
+    """The README's table is generated from the engine's settings table (the one the
+    parser reads): a setting added, renamed or given a new variable without the docs
+    fails here. `python tools/settings_table.py` regenerates it."""
+    from conftest import REPO
+    from honeytrace import _core
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert _core.SETTINGS_MARKDOWN in readme, "README is out of date: run tools/settings_table.py"
+    keys = [s["key"] for s in _core.SETTINGS]
+    assert len(keys) == len(set(keys)) and len(keys) >= 40
+    for s in _core.SETTINGS:
+        assert f"| `{s['key']}` |" in readme
+        for env in [*s["env"], *s["env_ms"]]:
+            assert f"`{env}`" in readme, env
+    # The aliases the table once missed are there.
+    for name in ("ingestion_api_key", "HONEYHIVE_API_KEY", "HH_DISABLE_TRACING", "HH_INCOMING_TRUST"):
+        assert name in readme
+
+
+def test_every_documented_keyword_is_accepted(make_tracer: Make) -> None:
+    import warnings
+
+    from honeytrace import _core
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unknown keyword would warn
+        every = {s["key"]: None for s in _core.SETTINGS}
+        every["test_mode"] = True
+        t = make_tracer(**every)
+    assert t.mode == "memory"
+
+
+@pytest.mark.parametrize("value", ["false", "0", "no", "off", False])
+def test_flags_follow_one_rule_from_keywords_and_environment(
+    make_tracer: Make, monkeypatch: pytest.MonkeyPatch, value: Any
+) -> None:
+    """`propagate_threads="false"` used to turn thread propagation on (Python read it
+    with `bool()`); every flag now goes through the engine's one parser."""
+    import threading
+
+    import honeytrace
+
+    honeytrace.uninstrument_threads()
+    original = threading.Thread.start
+    make_tracer(test_mode=True, propagate_threads=value)
+    assert threading.Thread.start is original
+    monkeypatch.setenv("HH_PROPAGATE_THREADS", "true")
+    make_tracer(test_mode=True)
+    try:
+        assert threading.Thread.start is not original
+    finally:
+        honeytrace.uninstrument_threads()
+    with pytest.raises(ValueError, match="propagate_threads"):
+        make_tracer(test_mode=True, propagate_threads="sometimes")

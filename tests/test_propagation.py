@@ -1,6 +1,5 @@
-"""inject / extract / with_distributed_trace_context: HoneyHive's cases (reference §8 A
-and B), the trust policy, validation, signed sessions, and property tests of the
-parsers."""
+"""inject / extract / with_distributed_trace_context: HoneyHive 1.7's documented cases,
+the trust policy, validation, signed sessions, and property tests of the parsers."""
 
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TRACE, PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
 
-# -- with_distributed_trace_context (reference §8 A) ------------------------------------
+# -- with_distributed_trace_context (HoneyHive 1.7's documented cases) ------------------------------------
 
 
 def test_session_from_baggage(memory_tracer: HoneyHiveTracer) -> None:
@@ -160,7 +159,7 @@ def test_async_with_and_asyncio_run_keep_the_session(make_tracer: Make) -> None:
     assert [s["attributes"]["honeyhive.session_id"] for s in t.finished_spans()] == ["R", "R2"]
 
 
-# -- inject / extract (reference §8 B) ---------------------------------------------------
+# -- inject / extract (HoneyHive 1.7's cases) ---------------------------------------------------
 
 
 def test_inject_outside_any_span_carries_the_session_only(make_tracer: Make) -> None:

@@ -1,6 +1,12 @@
-"""Typed contract of the Rust engine (``honeytrace._core``)."""
+"""Typed contract of the Rust engine (``honeytrace._core``), checked against the built
+module by ``python -m mypy.stubtest honeytrace._core`` in CI.
 
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+Every function here is lenient about its arguments (wrong types and values are counted
+in ``stats()["invalid_arguments"]`` and replaced by defaults), so most parameters are
+typed as what callers should pass, with ``None`` meaning "the default".
+"""
+
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Callable, Optional
 
@@ -9,17 +15,19 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util import types
 
-from ._tracer import HoneyHiveTracer
-
 __version__: str
 CONFIG_KEYS: list[str]
 LEGACY_KEYS: list[str]
+SETTINGS: list[dict[str, Any]]
+SETTINGS_MARKDOWN: str
 DEFAULT_FILE: str
 DEFAULT_SERVER_URL: str
 
 class Span(_trace.Span):
     """A honeytrace span; registered as an ``opentelemetry.trace.Span`` at import."""
 
+    def _done(self, result: Any) -> Any: ...
+    def _error(self, exc: BaseException) -> None: ...
     def end(self, end_time: Optional[int] = None) -> None: ...
     def get_span_context(self) -> SpanContext: ...
     def set_attribute(self, key: str, value: types.AttributeValue) -> None: ...
@@ -41,14 +49,14 @@ class Span(_trace.Span):
         exception: BaseException,
         attributes: types.Attributes = None,
         timestamp: Optional[int] = None,
-        escaped: bool = False,
+        escaped: Optional[bool] = None,
     ) -> None: ...
     def __enter__(self) -> Span: ...
     def __exit__(
         self,
-        exc_type: Optional[type[BaseException]],
-        exc_val: Optional[BaseException],
-        exc_tb: Optional[TracebackType],
+        exc_type: Optional[type[BaseException]] = None,
+        exc_val: Optional[BaseException] = None,
+        exc_tb: Optional[TracebackType] = None,
     ) -> None: ...
     @property
     def _tracer_id(self) -> Optional[int]: ...
@@ -57,7 +65,9 @@ class Span(_trace.Span):
     @property
     def span_id_hex(self) -> str: ...
 
-class ScopedTracer:
+class Tracer:
+    """An OpenTelemetry ``Tracer`` (registered as ``opentelemetry.trace.Tracer``)."""
+
     @property
     def name(self) -> str: ...
     def start_span(
@@ -68,8 +78,8 @@ class ScopedTracer:
         attributes: types.Attributes = None,
         links: Optional[Sequence[Link]] = None,
         start_time: Optional[int] = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
+        record_exception: Optional[bool] = None,
+        set_status_on_exception: Optional[bool] = None,
     ) -> Span: ...
     def start_as_current_span(
         self,
@@ -79,9 +89,9 @@ class ScopedTracer:
         attributes: types.Attributes = None,
         links: Optional[Sequence[Link]] = None,
         start_time: Optional[int] = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-        end_on_exit: bool = True,
+        record_exception: Optional[bool] = None,
+        set_status_on_exception: Optional[bool] = None,
+        end_on_exit: Optional[bool] = None,
     ) -> CurrentSpan: ...
 
 class CurrentSpan:
@@ -98,6 +108,8 @@ class CurrentSpan:
     def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]: ...
 
 class TracerCore:
+    """The engine of one ``HoneyHiveTracer``."""
+
     @staticmethod
     def create(
         kwargs: dict[str, Any], env: dict[str, str]
@@ -133,6 +145,12 @@ class TracerCore:
     @property
     def set_global(self) -> Optional[bool]: ...
     @property
+    def propagate_threads(self) -> bool: ...
+    @property
+    def instrument_http(self) -> bool: ...
+    @property
+    def baggage_hosts(self) -> Optional[list[str]]: ...
+    @property
     def shutdown_timeout(self) -> float: ...
     @property
     def is_shut_down(self) -> bool: ...
@@ -145,58 +163,23 @@ class TracerCore:
         version: Optional[str] = None,
         schema_url: Optional[str] = None,
         attributes: types.Attributes = None,
-    ) -> ScopedTracer: ...
-    def start_span(
-        self,
-        name: str,
-        context: Optional[Context] = None,
-        kind: Optional[SpanKind] = None,
-        attributes: types.Attributes = None,
-        links: Optional[Sequence[Link]] = None,
-        start_time: Optional[int] = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-    ) -> Span: ...
-    def flush(self, timeout: float) -> bool: ...
-    def shutdown(self, timeout: float) -> bool: ...
+    ) -> Tracer: ...
+    def flush(self, timeout: Optional[float] = None) -> bool: ...
+    def shutdown(self, timeout: Optional[float] = None) -> bool: ...
     def make_default(self) -> None: ...
     def stats(self) -> dict[str, Any]: ...
     def finished_spans(self) -> list[dict[str, Any]]: ...
     def clear_finished_spans(self) -> None: ...
     def update_event(self, body: Mapping[str, Any]) -> bool: ...
 
-def _install_bridge(
-    var: Any,
-    runtime: Any,
-    span_key: str,
-    baggage_key: str,
-    context_type: type[Context],
-    span_context_type: type[SpanContext],
-    trace_flags_type: Any,
-    trace_state_type: Any,
-    format_exception: Callable[..., list[str]],
-) -> None: ...
-def routing_tracer(
-    name: str,
-    version: Optional[str] = None,
-    schema_url: Optional[str] = None,
-    attributes: types.Attributes = None,
-) -> ScopedTracer: ...
-def default_tracer_id() -> Optional[int]: ...
-def after_fork_child() -> None: ...
-def flush_all(timeout: float) -> bool: ...
-def shutdown_all(timeout: Optional[float]) -> bool: ...
-def internal_errors() -> int: ...
-def uuid4() -> str: ...
-
 class TraceSpec:
     """What a decorated function's spans share (built once per function)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str,
         *,
-        tracer: Optional[TracerCore] = None,
+        tracer: Any = None,
         event_type: Optional[str] = None,
         event_name: Optional[str] = None,
         event_id: Optional[str] = None,
@@ -212,32 +195,21 @@ class TraceSpec:
         outputs: Optional[Mapping[str, Any]] = None,
         attributes: Optional[Mapping[str, Any]] = None,
         error: Optional[str] = None,
-        capture_inputs: bool = True,
-        capture_outputs: bool = True,
+        capture_inputs: Optional[bool] = None,
+        capture_outputs: Optional[bool] = None,
         params: Optional[Sequence[tuple[str, int, Any, bool]]] = None,
-        long_lived: bool = False,
-    ) -> None: ...
+        long_lived: Optional[bool] = None,
+    ) -> TraceSpec: ...
     @property
     def name(self) -> str: ...
-    def enter(
-        self, args: tuple[Any, ...], kwargs: Optional[dict[str, Any]] = None
-    ) -> Optional[CallScope]: ...
+    def __reduce__(self) -> Any: ...
+    def enter(self, args: tuple[Any, ...], kwargs: Optional[dict[str, Any]] = None) -> Span: ...
     def start(
         self, args: tuple[Any, ...], kwargs: Optional[dict[str, Any]] = None
     ) -> Optional[CallScope]: ...
 
-class TracedFunction:
-    """A decorated sync function (a Rust callable)."""
-
-    __wrapped__: Callable[..., Any]
-    __name__: str
-    __qualname__: str
-    def __init__(self, func: Callable[..., Any], spec: TraceSpec) -> None: ...
-    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
-    def __get__(self, obj: Any, objtype: Any = None) -> Any: ...
-
 class CallScope:
-    """One traced call driven from Python (async functions, generators)."""
+    """One traced call driven from Python (generators, ``enrich_span_context``)."""
 
     @property
     def context(self) -> Context: ...
@@ -245,10 +217,71 @@ class CallScope:
     def span(self) -> Span: ...
     def finish(self, result: Any) -> None: ...
     def fail(self, exc: BaseException) -> None: ...
-    def done(self, result: Any) -> None: ...
-    def error(self, exc: BaseException) -> None: ...
     def add_item(self, item: Any) -> None: ...
     def finish_stream(self, value: Any = None) -> None: ...
+
+class with_distributed_trace_context:
+    """Continue the caller's trace and session for a block (``with`` / ``async with``)."""
+
+    def __new__(
+        cls,
+        carrier: Any,
+        tracer: Any = None,
+        *,
+        session_id: Optional[str] = None,
+        trust: Optional[str] = None,
+    ) -> with_distributed_trace_context: ...
+    def __enter__(self) -> Context: ...
+    def __exit__(
+        self,
+        _exc_type: Optional[type[BaseException]] = None,
+        _exc: Optional[BaseException] = None,
+        _tb: Optional[TracebackType] = None,
+    ) -> None: ...
+    def __aenter__(self) -> _Ready: ...
+    def __aexit__(
+        self,
+        _exc_type: Optional[type[BaseException]] = None,
+        _exc: Optional[BaseException] = None,
+        _tb: Optional[TracebackType] = None,
+    ) -> _Ready: ...
+
+class _Ready:
+    """An awaitable that is already done."""
+
+    def __await__(self) -> _Ready: ...
+    def __iter__(self) -> _Ready: ...
+    def __next__(self) -> None: ...
+    def send(self, _value: Any) -> None: ...
+    def throw(self, exc: Any, _value: Any = None, _tb: Any = None) -> None: ...
+    def close(self) -> None: ...
+
+class ServerTracing:
+    """The engine side of the WSGI and ASGI middleware."""
+
+    def __new__(
+        cls,
+        tracer: Any = None,
+        *,
+        excluded_urls: Any = None,
+        trust: Optional[str] = None,
+    ) -> ServerTracing: ...
+    @property
+    def has_trust(self) -> bool: ...
+    def owns(self, span: Any) -> bool: ...
+    def begin_wsgi(self, environ: Any) -> Optional[ServerRequest]: ...
+    def begin_asgi(self, scope: Any) -> Optional[ServerRequest]: ...
+
+class ServerRequest:
+    """One traced request."""
+
+    @property
+    def span(self) -> Span: ...
+    @property
+    def context(self) -> Context: ...
+    def observe(self, what: Any) -> None: ...
+    def record(self, exc: BaseException) -> None: ...
+    def end(self) -> None: ...
 
 def set_redactor(hook: Optional[Callable[[str, Any], Any]]) -> None: ...
 def enrich(
@@ -256,77 +289,48 @@ def enrich(
     items: Sequence[tuple[str, Any]],
     raw: Optional[Mapping[str, Any]] = None,
 ) -> bool: ...
-
-class with_distributed_trace_context:
-    """Continue the caller's trace and session for a block (``with`` / ``async with``)."""
-
-    def __init__(
-        self,
-        carrier: Any,
-        tracer: Optional[HoneyHiveTracer] = None,
-        *,
-        session_id: Optional[str] = None,
-        trust: Optional[str] = None,
-    ) -> None: ...
-    def __enter__(self) -> Context: ...
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]] = None,
-        exc: Optional[BaseException] = None,
-        tb: Optional[TracebackType] = None,
-    ) -> None: ...
-    def __aenter__(self) -> Awaitable[Context]: ...
-    def __aexit__(
-        self,
-        exc_type: Optional[type[BaseException]] = None,
-        exc: Optional[BaseException] = None,
-        tb: Optional[TracebackType] = None,
-    ) -> Awaitable[None]: ...
-
+def _trace_spec(name: str, kwargs: dict[str, Any]) -> TraceSpec: ...
 def extract(
     carrier: Any,
     context: Optional[Context] = None,
-    tracer: Optional[TracerCore] = None,
+    tracer: Any = None,
     trust: Optional[str] = None,
     session_id: Optional[str] = None,
 ) -> Context: ...
 def inject(
     carrier: Any,
     context: Optional[Context] = None,
-    tracer: Optional[TracerCore] = None,
-    baggage: bool = True,
+    tracer: Any = None,
+    baggage: Optional[bool] = None,
 ) -> Any: ...
 def sign_session(secret: str, session_id: str) -> str: ...
-
-class HoneyTraceWSGIMiddleware:
-    """WSGI middleware: a SERVER span per request (see honeytrace.integrations)."""
-
-    app: Any
-    def __init__(
-        self,
-        app: Any,
-        tracer: Optional[HoneyHiveTracer] = None,
-        *,
-        excluded_urls: Optional[Iterable[Any]] = None,
-        trust: Optional[str] = None,
-    ) -> None: ...
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any: ...
-
-class AsgiRequest:
-    context: Context
-    span: Span
-    def wrap_send(self, send: Callable[..., Any]) -> Callable[..., Any]: ...
-    def fail(self, exc: BaseException) -> None: ...
-    def end(self) -> None: ...
-
-class AsgiTracing:
-    has_trust: bool
-    def __init__(
-        self,
-        tracer: Optional[HoneyHiveTracer] = None,
-        *,
-        excluded_urls: Optional[Iterable[Any]] = None,
-        trust: Optional[str] = None,
-    ) -> None: ...
-    def owns(self, span: Any) -> bool: ...
-    def begin(self, scope: Any) -> Optional[AsgiRequest]: ...
+def _install_bridge(
+    var: Any,
+    runtime: Any,
+    span_key: str,
+    baggage_key: str,
+    context_type: Any,
+    span_context_type: Any,
+    trace_flags_type: Any,
+    trace_state_type: Any,
+    format_exception: Callable[..., list[str]],
+    invalid_span_context: Any,
+    set_value: Callable[..., Any],
+    as_decorator: Callable[..., Any],
+) -> None: ...
+def routing_tracer(
+    name: str,
+    version: Optional[str] = None,
+    schema_url: Optional[str] = None,
+    attributes: types.Attributes = None,
+) -> Tracer: ...
+def default_tracer_id() -> Optional[int]: ...
+def after_fork_child() -> None: ...
+def flush_all(timeout: Optional[float] = None) -> bool: ...
+def shutdown_all(timeout: Optional[float] = None) -> bool: ...
+def uuid4() -> str: ...
+def internal_errors() -> int: ...
+def _mark_exiting(timeout: float) -> bool: ...
+def _take_logs() -> list[tuple[int, str]]: ...
+def _logs_pending() -> bool: ...
+def _panic_for_test(what: str, count: int = 1) -> bool: ...

@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 pub const INFO: u8 = 20;
@@ -92,7 +93,7 @@ pub fn log(level: u8, msg: &str) {
         }
         return;
     }
-    let mut q = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut q = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
     if q.len() >= MAX_PENDING {
         q.pop_front();
         count(&COUNTERS.log_records_dropped);
@@ -110,7 +111,7 @@ pub fn take_pending() -> Vec<(u8, String)> {
     if !has_pending() {
         return Vec::new();
     }
-    let mut q = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut q = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
     HAS_PENDING.store(false, Ordering::Release);
     q.drain(..).collect()
 }
@@ -140,7 +141,7 @@ static WINDOWS: Mutex<Option<HashMap<&'static str, Window>>> = Mutex::new(None);
 /// says how many were suppressed in between.
 pub fn warn_limited(key: &'static str, msg: &str) {
     let suppressed = {
-        let mut guard = WINDOWS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = WINDOWS.lock().unwrap_or_else(PoisonError::into_inner);
         let map = guard.get_or_insert_with(HashMap::new);
         let now = Instant::now();
         match map.get_mut(key) {

@@ -7,6 +7,7 @@
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::IdGenerator;
 use std::cell::Cell;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(1);
@@ -30,10 +31,9 @@ fn os_seed() -> u64 {
     // a stack address, which still differs between a parent and its child.
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+        .map_or(0, |d| d.as_nanos() as u64);
     let local = 0u8;
-    t ^ (u64::from(std::process::id()) << 32) ^ (&local as *const u8 as u64)
+    t ^ (u64::from(std::process::id()) << 32) ^ (&raw const local as u64)
 }
 
 #[inline]
@@ -86,7 +86,13 @@ pub fn uuid4() -> String {
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex = |s: &[u8]| s.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let hex = |s: &[u8]| {
+        s.iter()
+            .fold(String::with_capacity(s.len() * 2), |mut out, x| {
+                let _ = write!(out, "{x:02x}");
+                out
+            })
+    };
     format!(
         "{}-{}-{}-{}-{}",
         hex(&b[0..4]),
@@ -147,10 +153,10 @@ mod tests {
         // After a bump the sequence must not continue from the inherited state.
         let a = next_u64();
         let _ = a;
-        let before = RNG.with(|c| c.get());
+        let before = RNG.with(std::cell::Cell::get);
         bump_fork_epoch();
         let _ = next_u64();
-        let after = RNG.with(|c| c.get());
+        let after = RNG.with(std::cell::Cell::get);
         assert_ne!(before.1, after.1);
     }
 }

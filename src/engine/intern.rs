@@ -16,6 +16,7 @@
 
 use opentelemetry::{Key, StringValue, Value};
 use std::collections::HashSet;
+use std::sync::PoisonError;
 use std::sync::{Arc, Mutex};
 
 const MAX_ENTRIES: usize = 10_000;
@@ -35,7 +36,7 @@ pub fn intern(s: &str) -> Option<&'static str> {
     if s.len() > MAX_LEN {
         return None;
     }
-    let mut guard = TABLE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = TABLE.lock().unwrap_or_else(PoisonError::into_inner);
     let table = guard.get_or_insert_with(|| Table {
         set: HashSet::new(),
         bytes: 0,

@@ -50,4 +50,3 @@ impl HoneyHiveProcessor {
         self.pipeline.push(span);
     }
 }
-

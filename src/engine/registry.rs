@@ -2,6 +2,7 @@
 //! boundary registers (the engine `Core` wrapped with its Python-side handle).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::PoisonError;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub trait Entry: Send + Sync {
@@ -32,7 +33,7 @@ impl<T: Entry> Registry<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<T>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn changed(&self) {

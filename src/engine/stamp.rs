@@ -83,7 +83,7 @@ impl Stamper {
     /// three values; their twins are added at export by `prepare`). `fresh`: the
     /// caller guarantees no stamp key is in `attrs` yet, so nothing is scanned.
     pub fn stamp(&self, attrs: &mut Vec<KeyValue>, inc: &Incoming, explicit: &Explicit) {
-        self.stamp_with(attrs, inc, explicit, false)
+        self.stamp_with(attrs, inc, explicit, false);
     }
 
     pub fn stamp_with(
@@ -177,9 +177,9 @@ impl fmt::Debug for Stamper {
 mod tests {
     use super::*;
     use crate::engine::export::prepare::{infer_event_type, prepare};
-    use opentelemetry_sdk::trace::SpanData;
     use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
     use opentelemetry::InstrumentationScope;
+    use opentelemetry_sdk::trace::SpanData;
     use std::time::{Duration, SystemTime};
 
     fn stamper() -> Stamper {
@@ -212,8 +212,8 @@ mod tests {
             end_time: start + Duration::from_millis(5),
             attributes: attrs,
             dropped_attributes_count: 0,
-            events: Default::default(),
-            links: Default::default(),
+            events: opentelemetry_sdk::trace::SpanEvents::default(),
+            links: opentelemetry_sdk::trace::SpanLinks::default(),
             status: Status::Unset,
             instrumentation_scope: InstrumentationScope::builder("t").build(),
         };

@@ -216,7 +216,8 @@ impl Core {
             ..
         } = opts;
         let max_attrs = self.limits.max_attributes_per_span as usize;
-        let dropped_attrs = u32::try_from(attrs.len().saturating_sub(max_attrs)).unwrap_or(u32::MAX);
+        let dropped_attrs =
+            u32::try_from(attrs.len().saturating_sub(max_attrs)).unwrap_or(u32::MAX);
         attrs.truncate(max_attrs);
         let mut span_links = SpanLinks::default();
         let max_links = self.limits.max_links_per_span as usize;

@@ -67,6 +67,7 @@ impl<T> Degrade for Vec<T> {
 }
 
 impl Degrade for Py<PyAny> {
+    #[allow(clippy::redundant_closure_for_method_calls)] // `Python::None` is not general enough
     fn degraded() -> Self {
         Python::attach(|py| py.None())
     }

@@ -7,8 +7,6 @@
 
 use crate::engine::diag::{self, COUNTERS};
 use crate::py::boundary::Section;
-use crate::py::span::PySpan;
-use crate::py::tracer::Handle;
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::gc::PyVisit;
@@ -18,7 +16,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::PyTraverseError;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::PoisonError;
 
 /// CPython's ContextVar C functions. They are not in the stable ABI our abi3 wheel is
 /// built against, but every CPython since 3.7 exports them with these signatures, so
@@ -132,19 +131,16 @@ pub fn _install_bridge(
     let empty_trace_state = trace_state_type.bind(py).call0()?.unbind();
     let flags_sampled = trace_flags_type.bind(py).call1((1,))?.unbind();
     let flags_default = trace_flags_type.bind(py).call1((0,))?.unbind();
-    let (var_get, var_set, var_reset) = match &var {
-        Some(v) => {
-            let v = v.bind(py);
-            (v.getattr("get")?, v.getattr("set")?, v.getattr("reset")?)
-        }
-        None => {
-            let r = runtime.bind(py);
-            (
-                r.getattr("get_current")?,
-                r.getattr("attach")?,
-                r.getattr("detach")?,
-            )
-        }
+    let (var_get, var_set, var_reset) = if let Some(v) = &var {
+        let v = v.bind(py);
+        (v.getattr("get")?, v.getattr("set")?, v.getattr("reset")?)
+    } else {
+        let r = runtime.bind(py);
+        (
+            r.getattr("get_current")?,
+            r.getattr("attach")?,
+            r.getattr("detach")?,
+        )
     };
     let (var_get, var_set, var_reset) = (var_get.unbind(), var_set.unbind(), var_reset.unbind());
     let is_context_var = match &var {
@@ -208,7 +204,7 @@ impl Bridge {
         if let Some((f, var)) = &self.fast {
             let mut out: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
             // SAFETY: attached to the interpreter; `out` receives a new reference.
-            let rc = unsafe { (f.get)(var.as_ptr(), std::ptr::null_mut(), &mut out) };
+            let rc = unsafe { (f.get)(var.as_ptr(), std::ptr::null_mut(), &raw mut out) };
             if rc == 0 && !out.is_null() {
                 // SAFETY: a new reference returned by PyContextVar_Get.
                 return Ok(unsafe { Bound::from_owned_ptr(py, out) });
@@ -306,11 +302,17 @@ impl Bridge {
         })
     }
 
-    pub fn get<'py>(
-        &self,
-        ctx: &Bound<'py, PyAny>,
-        key: &Py<PyString>,
-    ) -> Option<Bound<'py, PyAny>> {
+    /// The current span in `ctx`, if any.
+    pub fn span_in<'py>(&self, ctx: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        Self::get(ctx, &self.span_key)
+    }
+
+    /// The baggage dict in `ctx`, if any.
+    pub fn baggage_in<'py>(&self, ctx: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        Self::get(ctx, &self.baggage_key)
+    }
+
+    fn get<'py>(ctx: &Bound<'py, PyAny>, key: &Py<PyString>) -> Option<Bound<'py, PyAny>> {
         let py = ctx.py();
         match ctx.cast::<PyDict>() {
             Ok(d) => d.get_item(key.bind(py)).ok().flatten(),
@@ -383,7 +385,7 @@ pub fn from_py_span_context(sc: &Bound<'_, PyAny>) -> Option<SpanContext> {
     let state = sc
         .getattr(intern!(py, "trace_state"))
         .ok()
-        .filter(|s| s.len().map(|n| n > 0).unwrap_or(false))
+        .filter(|s| s.len().is_ok_and(|n| n > 0))
         .and_then(|s| s.call_method0(intern!(py, "to_header")).ok())
         .and_then(|h| h.extract::<String>().ok())
         .and_then(|h| TraceState::from_str(&h).ok())
@@ -395,78 +397,6 @@ pub fn from_py_span_context(sc: &Bound<'_, PyAny>) -> Option<SpanContext> {
         is_remote,
         state,
     ))
-}
-
-/// The parent a new span would have, read from a Python Context.
-pub enum Parent {
-    Root,
-    /// No parent, but the context names the tracer (a restarted incoming context).
-    RootFor(Arc<Handle>),
-    /// A honeytrace span: its tracer is the natural home of the child.
-    Ours(SpanContext, Option<Arc<Handle>>),
-    Foreign(SpanContext),
-}
-
-impl Parent {
-    pub fn is_root(&self) -> bool {
-        matches!(self, Parent::Root | Parent::RootFor(_))
-    }
-
-    /// The honeytrace tracer this parent belongs to, if any.
-    pub fn handle(&self) -> Option<&Arc<Handle>> {
-        match self {
-            Parent::Ours(_, c) => c.as_ref(),
-            Parent::RootFor(c) => Some(c),
-            _ => None,
-        }
-    }
-
-    pub fn span_context(&self) -> Option<&SpanContext> {
-        match self {
-            Parent::Root | Parent::RootFor(_) => None,
-            Parent::Ours(sc, _) | Parent::Foreign(sc) => Some(sc),
-        }
-    }
-}
-
-pub fn parent_of(bridge: &Bridge, ctx: &Bound<'_, PyAny>) -> Parent {
-    let Some(span) = bridge.get(ctx, &bridge.span_key) else {
-        return Parent::Root;
-    };
-    if let Ok(ours) = span.cast::<PySpan>() {
-        let s = ours.get();
-        if !s.sc.is_valid() {
-            return match &s.handle {
-                Some(c) => Parent::RootFor(c.clone()),
-                None => Parent::Root,
-            };
-        }
-        return Parent::Ours(s.sc.clone(), s.handle.clone());
-    }
-    foreign_parent(&span)
-}
-
-/// The context of another SDK's span (Python code: a section).
-fn foreign_parent(span: &Bound<'_, PyAny>) -> Parent {
-    let py = span.py();
-    let Some(_section) = Section::open() else {
-        return Parent::Root;
-    };
-    match span
-        .call_method0(intern!(py, "get_span_context"))
-        .ok()
-        .and_then(|sc| from_py_span_context(&sc))
-    {
-        Some(sc) if sc.is_valid() => Parent::Foreign(sc),
-        _ => Parent::Root,
-    }
-}
-
-/// The baggage dict in a Context, if any.
-pub fn baggage_of<'py>(bridge: &Bridge, ctx: &Bound<'py, PyAny>) -> Option<Bound<'py, PyDict>> {
-    bridge
-        .get(ctx, &bridge.baggage_key)
-        .and_then(|b| b.cast_into::<PyDict>().ok())
 }
 
 /// An awaitable that is already done: what `__aenter__`/`__aexit__` return when the
@@ -484,7 +414,10 @@ impl Ready {
     }
 
     fn take(&self) -> Option<Py<PyAny>> {
-        self.value.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.value
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 

@@ -39,6 +39,7 @@ use std::cell::Cell;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::PoisonError;
 
 pub const MAX_DEPTH: usize = 32;
 pub const TRUNCATED: &str = "…(truncated)";
@@ -127,7 +128,7 @@ static HAS_REDACTOR: AtomicBool = AtomicBool::new(false);
 pub fn set_redactor(hook: Option<Py<PyAny>>) {
     HAS_REDACTOR.store(hook.is_some(), Ordering::Release);
     let old = std::mem::replace(
-        &mut *REDACTOR.lock().unwrap_or_else(|p| p.into_inner()),
+        &mut *REDACTOR.lock().unwrap_or_else(PoisonError::into_inner),
         hook,
     );
     drop(old);
@@ -139,7 +140,7 @@ fn redactor(py: Python<'_>) -> Option<Py<PyAny>> {
     }
     REDACTOR
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_else(PoisonError::into_inner)
         .as_ref()
         .map(|h| h.clone_ref(py))
 }
@@ -319,10 +320,17 @@ enum Stop {
 fn snapshot<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyList>> {
     // SAFETY: attached (we hold a Bound); PySequence_List returns a new reference or
     // NULL with an exception set.
-    let list = unsafe {
-        Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PySequence_List(obj.as_ptr()))
-    };
+    let list =
+        unsafe { Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PySequence_List(obj.as_ptr())) };
     list.ok().and_then(|l| l.cast_into::<PyList>().ok())
+}
+
+/// Whether a writer may run user code (asked once, at the first need).
+enum UserState {
+    NotAsked,
+    Open(UserCode),
+    /// The interpreter is exiting.
+    Refused,
 }
 
 pub struct JsonWriter {
@@ -335,8 +343,8 @@ pub struct JsonWriter {
     stack: Vec<usize>,
     /// The redaction hook and the dot path of the value being written.
     redact: Option<(Py<PyAny>, String)>,
-    /// Opened at the first call of user code; None inside once exiting.
-    user: Option<Option<UserCode>>,
+    /// Permission to run user code, asked for at the first need.
+    user: UserState,
 }
 
 impl JsonWriter {
@@ -348,7 +356,7 @@ impl JsonWriter {
             truncated: false,
             stack: Vec::new(),
             redact: None,
-            user: None,
+            user: UserState::NotAsked,
         }
     }
 
@@ -366,7 +374,13 @@ impl JsonWriter {
 
     /// May user code run now? (Opens the section on first use.)
     fn user_code(&mut self) -> bool {
-        self.user.get_or_insert_with(UserCode::open).is_some()
+        if matches!(self.user, UserState::NotAsked) {
+            self.user = match UserCode::open() {
+                Some(u) => UserState::Open(u),
+                None => UserState::Refused,
+            };
+        }
+        matches!(self.user, UserState::Open(_))
     }
 
     /// A marker string in value position (fits in the reserve); stops the output.
@@ -493,12 +507,7 @@ impl JsonWriter {
     }
 
     /// The value of an entry at `segment`, after the redaction hook.
-    fn entry<'py>(
-        &mut self,
-        segment: &str,
-        value: &Bound<'py, PyAny>,
-        depth: usize,
-    ) -> Captured<()> {
+    fn entry(&mut self, segment: &str, value: &Bound<'_, PyAny>, depth: usize) -> Captured<()> {
         let Some((hook, path)) = self.redact.as_mut() else {
             return self.value(value, depth);
         };
@@ -593,9 +602,10 @@ impl JsonWriter {
     }
 
     fn iterable(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Captured<()> {
-        self.nested(obj, depth, |w| match snapshot(obj) {
-            Some(items) => w.seq(&items, depth),
-            None => {
+        self.nested(obj, depth, |w| {
+            if let Some(items) = snapshot(obj) {
+                w.seq(&items, depth)
+            } else {
                 w.note("<unreadable>");
                 Ok(())
             }
@@ -736,7 +746,10 @@ impl JsonWriter {
             return self.derived(obj, v, depth);
         }
         if is(&t.datetime) || is(&t.date) || is(&t.time) {
-            match obj.call_method0(intern!(py, "isoformat")).and_then(|s| s.str()) {
+            match obj
+                .call_method0(intern!(py, "isoformat"))
+                .and_then(|s| s.str())
+            {
                 Ok(s) => self.string(&pystr::text(&s)),
                 Err(e) => {
                     classify(py, e)?;
@@ -765,7 +778,9 @@ impl JsonWriter {
                 return self.nested(obj, depth, |w| {
                     let mut items = Vec::with_capacity(names.len());
                     for k in names.iter() {
-                        let Ok(name) = k.cast::<PyString>() else { continue };
+                        let Ok(name) = k.cast::<PyString>() else {
+                            continue;
+                        };
                         match obj.getattr(name) {
                             Ok(v) => items.push((k.clone(), v)),
                             Err(e) => classify(py, e)?,
@@ -1017,8 +1032,7 @@ fn flatten_inner(
         *written += 1;
         return Ok(());
     }
-    let children: Option<Vec<(String, Bound<'_, PyAny>)>> = if let Ok(d) = value.cast::<PyDict>()
-    {
+    let children: Option<Vec<(String, Bound<'_, PyAny>)>> = if let Ok(d) = value.cast::<PyDict>() {
         let mut kids = Vec::new();
         let mut w = JsonWriter::new(MIN_BUDGET);
         for (k, v) in crate::py::convert::dict_items(d) {
@@ -1036,25 +1050,22 @@ fn flatten_inner(
     } else {
         None
     };
-    match children {
-        Some(children) => {
-            stack.push(id);
-            let mut r = Ok(());
-            for (k, v) in children {
-                r = flatten_inner(&format!("{prefix}.{k}"), &v, budget, out, stack, written);
-                if r.is_err() {
-                    break;
-                }
+    if let Some(children) = children {
+        stack.push(id);
+        let mut r = Ok(());
+        for (k, v) in children {
+            r = flatten_inner(&format!("{prefix}.{k}"), &v, budget, out, stack, written);
+            if r.is_err() {
+                break;
             }
-            stack.pop();
-            r
         }
-        None => {
-            let before = out.len();
-            capture_into(Key::from(prefix.to_string()), value, budget, out)?;
-            *written += out.len() - before;
-            Ok(())
-        }
+        stack.pop();
+        r
+    } else {
+        let before = out.len();
+        capture_into(Key::from(prefix.to_string()), value, budget, out)?;
+        *written += out.len() - before;
+        Ok(())
     }
 }
 

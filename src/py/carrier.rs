@@ -92,7 +92,9 @@ fn pairs(h: &mut Headers, items: &Bound<'_, PyAny>) {
     let items = if items.is_instance_of::<PyList>() || items.is_instance_of::<PyTuple>() {
         items.clone()
     } else {
-        let Some(_section) = Section::open() else { return };
+        let Some(_section) = Section::open() else {
+            return;
+        };
         match items.try_iter() {
             Ok(iter) => match PyList::new(items.py(), iter.flatten().collect::<Vec<_>>()) {
                 Ok(l) => l.into_any(),
@@ -202,11 +204,10 @@ pub fn write(carrier: &Bound<'_, PyAny>, name: &str, value: &str) -> bool {
                 k.cast::<PyString>()
                     .ok()
                     .filter(|s| pystr::char_len(s) == name.len())
-                    .map(|s| {
+                    .is_some_and(|s| {
                         let s = pystr::text(s);
                         s.eq_ignore_ascii_case(name) && s != name
                     })
-                    .unwrap_or(false)
             })
             .collect();
         for k in stale {

@@ -86,17 +86,16 @@ fn sequence(items: Vec<Bound<'_, PyAny>>) -> Option<Value> {
 /// Any object as text (a span or event name): `str` as is, anything else `str(obj)`
 /// (Python code: a section). API misuse must not raise into the user's code.
 pub fn lenient_text(obj: &Bound<'_, PyAny>) -> String {
-    match obj.cast::<PyString>() {
-        Ok(s) => pystr::text(s).into_owned(),
-        Err(_) => {
-            let Some(_section) = crate::py::boundary::Section::open() else {
-                return "<unnamed>".to_string();
-            };
-            obj.str()
-                .map(|s| pystr::text(&s).into_owned())
-                .unwrap_or_else(|_| "<unnamed>".to_string())
-        }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return pystr::text(s).into_owned();
     }
+    let Some(_section) = crate::py::boundary::Section::open() else {
+        return "<unnamed>".to_string();
+    };
+    obj.str().map_or_else(
+        |_| "<unnamed>".to_string(),
+        |s| pystr::text(&s).into_owned(),
+    )
 }
 
 /// The items of a dict, collected before anything else happens to it.
@@ -213,7 +212,7 @@ pub fn lenient_ns(obj: Option<&Bound<'_, PyAny>>) -> Option<u64> {
     let f = o
         .cast::<PyFloat>()
         .ok()
-        .map(|f| f.value())
+        .map(pyo3::types::PyFloatMethods::value)
         .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1.8e19);
     if f.is_none() {
         diag::count(&COUNTERS.invalid_arguments);
@@ -245,14 +244,12 @@ pub fn from_mapping(attrs: &Bound<'_, PyAny>, out: &mut Vec<KeyValue>) {
         let Some(_section) = crate::py::boundary::Section::open() else {
             return;
         };
-        match attrs.call_method0("items").and_then(|it| it.try_iter()) {
-            Ok(iter) => iter
-                .filter_map(|pair| pair.ok()?.extract::<(Bound<PyAny>, Bound<PyAny>)>().ok())
-                .collect(),
-            Err(_) => {
-                invalid();
-                return;
-            }
+        if let Ok(iter) = attrs.call_method0("items").and_then(|it| it.try_iter()) {
+            iter.filter_map(|pair| pair.ok()?.extract::<(Bound<PyAny>, Bound<PyAny>)>().ok())
+                .collect()
+        } else {
+            invalid();
+            return;
         }
     };
     out.reserve(items.len());
@@ -279,11 +276,11 @@ pub fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny
             Array::Bool(x) => PyList::new(py, x)?.into_any(),
             Array::I64(x) => PyList::new(py, x)?.into_any(),
             Array::F64(x) => PyList::new(py, x)?.into_any(),
-            Array::String(x) => PyList::new(py, x.iter().map(|s| s.as_str()))?.into_any(),
+            Array::String(x) => {
+                PyList::new(py, x.iter().map(opentelemetry::StringValue::as_str))?.into_any()
+            }
             _ => PyList::empty(py).into_any(),
         },
         _ => py.None().into_bound(py),
     })
 }
-
-

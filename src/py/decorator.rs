@@ -9,20 +9,21 @@
 //! given explicitly); after the call, capture the result or the exception and end the
 //! span.
 
-use crate::engine::keys;
 use crate::engine::diag;
+use crate::engine::keys;
 use crate::engine::span::SpanOptions;
 use crate::engine::stamp::{is_stamp_key, shared, Explicit, Incoming};
 use crate::engine::tracer::restart_link_of;
 use crate::py::boundary::{Degrade, Section};
-use crate::py::bridge::{baggage_of, bridge, parent_of, Parent};
+use crate::py::bridge::bridge;
 use crate::py::capture::{
     self, budget_str, capture_into, flatten, suppressed, Captured, Interrupt, JsonWriter,
 };
 use crate::py::convert::{dict_items, from_mapping, lenient_text, value_to_py};
-use crate::py::propagation::restart_link;
+use crate::py::handle::{default_handle, Handle};
+use crate::py::parent::{baggage_of, parent_of, restart_link, Parent};
 use crate::py::span::{finish_ok, record_failure, CallCapture, PySpan};
-use crate::py::tracer::{default_handle, handle_of, Handle};
+use crate::py::tracer::handle_of;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Key, KeyValue, Value};
 use pyo3::gc::PyVisit;
@@ -33,6 +34,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::PyTraverseError;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::PoisonError;
 use std::sync::{Arc, Mutex};
 
 const DEFAULT_BUDGET: usize = 64 * 1024;
@@ -155,7 +157,7 @@ impl TraceSpec {
     fn default_of<'py>(&self, py: Python<'py>, i: usize) -> Option<Bound<'py, PyAny>> {
         self.defaults
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .get(i)
             .and_then(|d| d.as_ref().map(|d| d.bind(py).clone()))
     }
@@ -340,7 +342,7 @@ impl TraceSpec {
             return Ok(None);
         }
         // The common top-level case: no baggage yet, nothing explicit.
-        if self.bag_overrides.is_empty() && bag.is_none_or(|b| b.is_empty()) {
+        if self.bag_overrides.is_empty() && bag.is_none_or(pyo3::types::PyDictMethods::is_empty) {
             return Ok(Some(handle.bag.dict.bind(py).clone().into_any()));
         }
         let new = match bag {
@@ -541,8 +543,12 @@ impl TraceSpec {
     }
 
     fn __clear__(&self) {
-        let d = std::mem::take(&mut *self.defaults.lock().unwrap_or_else(|p| p.into_inner()));
-        let r = self.reduce.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let d = std::mem::take(&mut *self.defaults.lock().unwrap_or_else(PoisonError::into_inner));
+        let r = self
+            .reduce
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         drop((d, r));
     }
 
@@ -557,7 +563,12 @@ impl TraceSpec {
             .import(intern!(py, "honeytrace._core"))?
             .getattr(intern!(py, "_trace_spec"))?
             .unbind();
-        let kwargs = match self.reduce.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        let kwargs = match self
+            .reduce
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             Some(d) => d.bind(py).copy()?.into_any().unbind(),
             None => PyDict::new(py).into_any().unbind(),
         };
@@ -681,12 +692,12 @@ impl CallScope {
     fn stream_started(&self) -> bool {
         self.stream
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .started
     }
 
     fn write_stream(&self, span: &PySpan) {
-        let mut st = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
         let value: Value = if st.all_text {
             budget_str(&st.text, self.budget).into()
         } else {
@@ -754,7 +765,8 @@ impl CallScope {
     fn finish(&self, py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<()> {
         let _ = py;
         if let Some(span) = &self.span {
-            finish_ok(span.get(), result, self.capture_outputs, self.budget).map_err(PyErr::from)?;
+            finish_ok(span.get(), result, self.capture_outputs, self.budget)
+                .map_err(PyErr::from)?;
         }
         Ok(())
     }
@@ -769,7 +781,7 @@ impl CallScope {
         if !self.capture_outputs || self.span.is_none() {
             return Ok(());
         }
-        let mut st = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
         if !st.started {
             st.started = true;
             st.all_text = true;
@@ -834,18 +846,22 @@ pub fn enrich(
     let ours = span.cast::<PySpan>().ok();
     let budget = ours
         .as_ref()
-        .and_then(|s| s.get().handle.as_ref().map(|h| h.core.cfg.max_attribute_bytes))
+        .and_then(|s| {
+            s.get()
+                .handle
+                .as_ref()
+                .map(|h| h.core.cfg.max_attribute_bytes)
+        })
         .unwrap_or(DEFAULT_BUDGET);
     let mut kvs: Vec<KeyValue> = Vec::new();
     if let Some(r) = raw.filter(|r| !r.is_none()) {
         from_mapping(r, &mut kvs);
     }
-    let items: Vec<(String, Bound<'_, PyAny>)> = match items.extract() {
-        Ok(i) => i,
-        Err(_) => {
-            crate::py::boundary::invalid_argument("enrich_span");
-            return Ok(false);
-        }
+    let items: Vec<(String, Bound<'_, PyAny>)> = if let Ok(i) = items.extract() {
+        i
+    } else {
+        crate::py::boundary::invalid_argument("enrich_span");
+        return Ok(false);
     };
     for (ns, value) in &items {
         if value.is_none() {

@@ -5,12 +5,12 @@
 use crate::engine::span::SpanOptions;
 use crate::engine::tracer::{restart_link_of, SDK_NAME, VERSION};
 use crate::py::boundary::Degrade;
-use crate::py::bridge::{baggage_of, bridge, parent_of, Parent};
+use crate::py::bridge::bridge;
 use crate::py::capture::suppressed;
 use crate::py::convert::{flag, from_mapping, lenient_text, SpanArgs};
-use crate::py::propagation::restart_link;
+use crate::py::handle::{default_handle, Handle};
+use crate::py::parent::{baggage_of, parent_of, restart_link, Parent};
 use crate::py::span::PySpan;
-use crate::py::tracer::{default_handle, Handle};
 use opentelemetry::trace::SpanContext;
 use opentelemetry::InstrumentationScope;
 use pyo3::exceptions::PyException;
@@ -18,6 +18,7 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::PyTraverseError;
 use std::borrow::Cow;
+use std::sync::PoisonError;
 use std::sync::{Arc, Mutex};
 
 /// An instrumentation scope from `get_tracer`'s arguments. Its text is interned: the
@@ -80,9 +81,7 @@ pub fn start_in(
         }
     }
     let (record, status) = (opts.record_exception, opts.set_status_on_exception);
-    let begun = handle
-        .core
-        .begin_span(scope, parent.span_context(), opts);
+    let begun = handle.core.begin_span(scope, parent.span_context(), opts);
     Ok(PySpan::begun(begun, handle.clone(), record, status))
 }
 
@@ -333,7 +332,8 @@ impl CurrentSpan {
     }
 
     fn __clear__(&self) {
-        let taken = std::mem::take(&mut *self.active.lock().unwrap_or_else(|p| p.into_inner()));
+        let taken =
+            std::mem::take(&mut *self.active.lock().unwrap_or_else(PoisonError::into_inner));
         drop(taken);
     }
 
@@ -346,7 +346,7 @@ impl CurrentSpan {
         let token = b.attach(&ctx)?;
         self.active
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .push((span.clone().unbind(), token.unbind()));
         Ok(span.unbind())
     }
@@ -360,7 +360,11 @@ impl CurrentSpan {
         tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let _ = (exc_type, tb);
-        let Some((span, token)) = self.active.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        let Some((span, token)) = self
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
         else {
             return Ok(false);
         };

@@ -13,39 +13,22 @@ use crate::engine::propagation::baggage;
 use crate::engine::propagation::policy::{count, interpret, sign, STATS};
 use crate::engine::propagation::traceparent;
 use crate::py::boundary::{invalid_argument, Degrade, Section};
-use crate::py::bridge::{baggage_of, bridge, from_py_span_context, Bridge, Ready};
+use crate::py::bridge::{bridge, from_py_span_context, Bridge, Ready};
 use crate::py::carrier;
 use crate::py::convert::dict_items;
+use crate::py::handle::{default_handle, Handle};
+use crate::py::parent::{baggage_of, link_key};
 use crate::py::pystr;
 use crate::py::span::PySpan;
-use crate::py::tracer::{default_handle, handle_of, Handle};
+use crate::py::tracer::handle_of;
 use opentelemetry::trace::SpanContext;
 use pyo3::exceptions::PyValueError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use pyo3::PyTraverseError;
+use std::sync::PoisonError;
 use std::sync::{Arc, Mutex};
-
-/// The key under which a restarted context keeps the caller's span, for the link.
-pub const LINK_KEY: &str = "honeytrace.restart_link";
-
-static LINK_KEY_OBJ: pyo3::sync::PyOnceLock<Py<PyString>> = pyo3::sync::PyOnceLock::new();
-
-pub fn link_key(py: Python<'_>) -> &Bound<'_, PyString> {
-    LINK_KEY_OBJ
-        .get_or_init(py, || PyString::intern(py, LINK_KEY).unbind())
-        .bind(py)
-}
-
-/// The remote span a restarted context links to (checked for root spans only).
-pub fn restart_link(ctx: &Bound<'_, PyAny>) -> Option<SpanContext> {
-    let py = ctx.py();
-    let d = ctx.cast::<PyDict>().ok()?;
-    let v = d.get_item(link_key(py)).ok().flatten()?;
-    let s = v.cast::<PySpan>().ok()?;
-    Some(s.get().sc.clone())
-}
 
 /// A trust policy named by a Python argument (`"continue"`, `"restart"`, `"ignore"`).
 /// A bad value is an error where it configures something (constructors), and an
@@ -54,7 +37,10 @@ pub fn parse_trust(trust: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Trust>> 
     let Some(t) = trust.filter(|t| !t.is_none()) else {
         return Ok(None);
     };
-    let text = t.cast::<PyString>().ok().map(|s| pystr::text(s).into_owned());
+    let text = t
+        .cast::<PyString>()
+        .ok()
+        .map(|s| pystr::text(s).into_owned());
     match text.as_deref().and_then(Trust::parse) {
         Some(t) => Ok(Some(t)),
         None => Err(PyValueError::new_err(format!(
@@ -79,12 +65,11 @@ fn lenient_trust(trust: Option<&Bound<'_, PyAny>>) -> Option<Trust> {
 
 fn text_arg(v: Option<&Bound<'_, PyAny>>) -> Option<String> {
     let v = v.filter(|v| !v.is_none())?;
-    match v.cast::<PyString>() {
-        Ok(s) => Some(pystr::text(s).into_owned()),
-        Err(_) => {
-            invalid_argument("session_id");
-            None
-        }
+    if let Ok(s) = v.cast::<PyString>() {
+        Some(pystr::text(s).into_owned())
+    } else {
+        invalid_argument("session_id");
+        None
     }
 }
 
@@ -175,7 +160,7 @@ fn pick_handle(
     if let Some(h) = explicit {
         return Some(h.clone());
     }
-    if let Some(span) = b.get(ctx, &b.span_key) {
+    if let Some(span) = b.span_in(ctx) {
         if let Ok(s) = span.cast::<PySpan>() {
             if let Some(h) = s.get().handle.as_ref().filter(|h| h.core.is_live()) {
                 return Some(h.clone());
@@ -195,7 +180,7 @@ fn baggage_text(v: &Bound<'_, PyAny>) -> Option<String> {
 
 /// The span context of the span in `ctx`, ours or another SDK's.
 fn span_context_in(b: &Bridge, ctx: &Bound<'_, PyAny>) -> Option<SpanContext> {
-    let span = b.get(ctx, &b.span_key)?;
+    let span = b.span_in(ctx)?;
     if let Ok(s) = span.cast::<PySpan>() {
         return Some(s.get().sc.clone());
     }
@@ -310,6 +295,7 @@ pub fn extract(
 #[honeytrace_macros::function]
 #[pyo3(signature = (carrier, context=None, tracer=None, baggage=None))]
 #[fallback(Python::attach(|py| py.None()))]
+#[allow(clippy::redundant_closure_for_method_calls)] // `Python::None` is not general enough
 pub fn inject(
     py: Python<'_>,
     carrier: Bound<'_, PyAny>,
@@ -394,13 +380,17 @@ impl DistributedContext {
         let token = b.attach(&ctx)?;
         self.tokens
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .push(token.unbind());
         Ok(ctx.unbind())
     }
 
     fn exit(&self, py: Python<'_>) -> PyResult<()> {
-        let token = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let token = self
+            .tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         if let Some(t) = token {
             bridge(py)?.detach(t.bind(py));
         }
@@ -440,7 +430,7 @@ impl DistributedContext {
     }
 
     fn __clear__(&self) {
-        let t = std::mem::take(&mut *self.tokens.lock().unwrap_or_else(|p| p.into_inner()));
+        let t = std::mem::take(&mut *self.tokens.lock().unwrap_or_else(PoisonError::into_inner));
         drop(t);
     }
 
@@ -481,12 +471,15 @@ impl DistributedContext {
 /// by hand).
 #[honeytrace_macros::function]
 pub fn sign_session(secret: &Bound<'_, PyAny>, session_id: &Bound<'_, PyAny>) -> String {
-    let text = |v: &Bound<'_, PyAny>| v.cast::<PyString>().ok().map(|s| pystr::text(s).into_owned());
-    match (text(secret), text(session_id)) {
-        (Some(secret), Some(sid)) => sign(&secret, &sid),
-        _ => {
-            invalid_argument("sign_session");
-            String::new()
-        }
+    let text = |v: &Bound<'_, PyAny>| {
+        v.cast::<PyString>()
+            .ok()
+            .map(|s| pystr::text(s).into_owned())
+    };
+    if let (Some(secret), Some(sid)) = (text(secret), text(session_id)) {
+        sign(&secret, &sid)
+    } else {
+        invalid_argument("sign_session");
+        String::new()
     }
 }

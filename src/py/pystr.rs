@@ -42,7 +42,7 @@ pub fn text<'a>(s: &'a Bound<'_, PyString>) -> Cow<'a, str> {
         // SAFETY: attached to the interpreter (we hold a Bound); `s` is a str. The
         // returned buffer belongs to the string object, which is immutable and kept
         // alive by the borrow of `s` for 'a; CPython guarantees it is valid UTF-8.
-        let p = unsafe { f(s.as_ptr(), &mut len) };
+        let p = unsafe { f(s.as_ptr(), &raw mut len) };
         if !p.is_null() {
             let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len as usize) };
             return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) });

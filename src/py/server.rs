@@ -11,12 +11,14 @@ use crate::engine::config::Trust;
 use crate::engine::diag;
 use crate::engine::span::SpanOptions;
 use crate::py::boundary::{Degrade, Section};
-use crate::py::bridge::{bridge, parent_of};
+use crate::py::bridge::bridge;
+use crate::py::handle::{default_handle, Handle};
 use crate::py::otel::start_in;
+use crate::py::parent::parent_of;
 use crate::py::propagation::{extract_context, parse_trust};
 use crate::py::pystr;
 use crate::py::span::PySpan;
-use crate::py::tracer::{default_handle, handle_of, Handle};
+use crate::py::tracer::handle_of;
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::KeyValue;
 use pyo3::exceptions::PyException;
@@ -93,8 +95,7 @@ impl Exclusions {
         self.regexes.iter().any(|r| {
             r.bind(py)
                 .call_method1(intern!(py, "search"), (path,))
-                .map(|m| !m.is_none())
-                .unwrap_or(false)
+                .is_ok_and(|m| !m.is_none())
         })
     }
 }
@@ -306,8 +307,7 @@ fn asgi_attributes(
                 };
                 let is_ua = k
                     .cast::<PyBytes>()
-                    .map(|k| k.as_bytes().eq_ignore_ascii_case(b"user-agent"))
-                    .unwrap_or(false);
+                    .is_ok_and(|k| k.as_bytes().eq_ignore_ascii_case(b"user-agent"));
                 if is_ua {
                     if let Some(ua) = text_of(&v) {
                         a.push(KeyValue::new("user_agent.original", ua));
@@ -352,7 +352,12 @@ enum Protocol {
 impl ServerTracing {
     /// Begin a request: None when it is not to be traced (excluded, no live tracer,
     /// or tracing it failed, which is logged and counted).
-    fn begin(&self, py: Python<'_>, carrier: &Bound<'_, PyAny>, proto: &Protocol) -> Option<ServerRequest> {
+    fn begin(
+        &self,
+        py: Python<'_>,
+        carrier: &Bound<'_, PyAny>,
+        proto: &Protocol,
+    ) -> Option<ServerRequest> {
         match self.try_begin(py, carrier, proto) {
             Ok(r) => r,
             Err(e) => {

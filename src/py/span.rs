@@ -2,16 +2,16 @@
 //! Implements the `opentelemetry.trace.Span` interface; `honeytrace/__init__.py`
 //! registers the class as a virtual subclass so `isinstance(span, trace.Span)` holds.
 
-use crate::engine::keys;
 use crate::engine::diag::{self, COUNTERS};
+use crate::engine::keys;
 use crate::engine::span::{ns_to_time, Recording};
 use crate::engine::tracer::Begun;
 use crate::py::boundary::{Degrade, Section};
-use crate::py::capture::{capture_into, Captured};
 use crate::py::bridge::{bridge, from_py_span_context};
+use crate::py::capture::{capture_into, Captured};
 use crate::py::convert::{from_mapping, lenient_ns, lenient_text, to_value};
+use crate::py::handle::Handle;
 use crate::py::pystr;
-use crate::py::tracer::Handle;
 use opentelemetry::trace::{SpanContext, Status};
 use opentelemetry::KeyValue;
 use pyo3::exceptions::{PyException, PyGeneratorExit, PyKeyboardInterrupt, PySystemExit};
@@ -21,6 +21,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyType};
 use pyo3::PyTraverseError;
 use std::borrow::Cow;
+use std::sync::PoisonError;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -41,7 +42,6 @@ pub struct CallCapture {
     pub outputs: bool,
     pub budget: usize,
 }
-
 
 #[pyclass(module = "honeytrace._core", name = "Span", frozen, weakref)]
 pub struct PySpan {
@@ -128,7 +128,7 @@ impl PySpan {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn restore(&self, py: Python<'_>) {
@@ -212,8 +212,7 @@ impl PySpan {
                 let message = exception.str().map(|s| s.to_string()).unwrap_or_default();
                 // An exception caught at the C level carries its traceback in the error
                 // state, not yet in `__traceback__`: the caller passes it.
-                let tb =
-                    traceback.or_else(|| exception.getattr(intern!(py, "__traceback__")).ok());
+                let tb = traceback.or_else(|| exception.getattr(intern!(py, "__traceback__")).ok());
                 let stack = bridge(py)
                     .and_then(|b| b.format_exception.bind(py).call1((ty, exception, tb)))
                     .and_then(|lines| PyString::new(py, "").call_method1("join", (lines,)))
@@ -376,9 +375,25 @@ impl PySpan {
     /// attached, capture the result, end the span. Returns `result`.
     #[fallback(Python::attach(|py| Ok(py.None())))]
     fn _done(&self, py: Python<'_>, result: Py<PyAny>) -> PyResult<Py<PyAny>> {
-        self.restore(py);
-        if let Some(call) = self.call {
-            finish_ok(self, result.bind(py), call.outputs, call.budget).map_err(PyErr::from)?;
+        // One lock for the token and the span (the hot path of every decorated call).
+        let (token, rec) = {
+            let mut st = self.lock();
+            (st.token.take(), st.rec.take())
+        };
+        if let Some(t) = token {
+            bridge(py)?.detach(t.bind(py));
+        }
+        if let (Some(mut rec), Some(call), Some(h)) = (rec, self.call, self.handle.as_ref()) {
+            let mut kv = Vec::new();
+            let captured = if call.outputs {
+                capture_into(keys::OUTPUT, result.bind(py), call.budget, &mut kv)
+            } else {
+                Ok(())
+            };
+            // The span ends whatever happened while capturing.
+            rec.set_attributes(kv);
+            h.core.finish(rec, None);
+            captured.map_err(PyErr::from)?;
         }
         Ok(result)
     }
@@ -399,12 +414,17 @@ impl PySpan {
     }
 
     fn get_span_context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if let Some(sc) = self.py_sc.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(sc) = self
+            .py_sc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             return Ok(sc.clone_ref(py));
         }
         // Made without the lock held: building it runs Python code.
         let made = bridge(py)?.to_py_span_context(py, &self.sc)?.unbind();
-        let mut slot = self.py_sc.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.py_sc.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(slot.get_or_insert(made).clone_ref(py))
     }
 
@@ -503,7 +523,7 @@ impl PySpan {
     ) {
         let _ = exc_tb;
         let exc = exc_val.filter(|v| {
-            exc_type.is_some_and(|t| t.is_instance_of::<PyType>())
+            exc_type.is_some_and(pyo3::types::PyAnyMethods::is_instance_of::<PyType>)
                 && v.is_instance_of::<pyo3::exceptions::PyBaseException>()
         });
         if let Some(v) = exc {

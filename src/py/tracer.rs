@@ -3,177 +3,37 @@
 //! tracers, and the process-wide functions (flush, shutdown, fork).
 
 use crate::engine::config::parse::{parse, Input};
-use crate::engine::config::{Mode, Trust};
+use crate::engine::config::Mode;
 use crate::engine::diag::{self, COUNTERS};
 use crate::engine::export::pipeline::Pipeline;
 use crate::engine::export::prepare::{kind_name, prepare};
 use crate::engine::export::rest::Job;
 use crate::engine::export::sink::Stats;
 use crate::engine::ids;
-use crate::engine::propagation::policy::{self, Policy};
-use crate::engine::registry::{Entry, Registry};
-use crate::engine::stamp::{shared, Incoming};
+use crate::engine::propagation::policy;
 use crate::engine::tracer::{Core, VERSION};
 use crate::py::boundary::invalid_argument;
 use crate::py::capture::to_json;
 use crate::py::config::raw_kwargs;
 use crate::py::convert::value_to_py;
+use crate::py::handle::{default_handle, Handle, REGISTRY};
 use crate::py::otel::{scope_of, ScopedTracer};
-use crate::py::pystr;
 use opentelemetry::trace::Status;
-use opentelemetry::{Key, KeyValue};
+use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-
-/// The tracer's defaults as Python strings, for the baggage the decorator adds.
-pub struct BaggageDefaults {
-    pub session_id: Py<PyString>,
-    pub project: Option<Py<PyString>>,
-    pub source: Py<PyString>,
-    /// `{session_id, project, source}` shared by every call that starts without
-    /// baggage: OpenTelemetry treats baggage dicts as immutable (it copies to change).
-    pub dict: Py<PyDict>,
-}
-
-/// One tracer as the boundary holds it.
-pub struct Handle {
-    pub core: Arc<Core>,
-    pub bag: BaggageDefaults,
-    /// The last baggage dict read and what it held. Every span of a request sees the
-    /// same dict object; holding a reference keeps its address from being reused.
-    bag_cache: Mutex<Option<(Py<PyDict>, Arc<Incoming>)>>,
-}
-
-impl Entry for Handle {
-    fn id(&self) -> u64 {
-        self.core.id
-    }
-    fn is_live(&self) -> bool {
-        self.core.is_live()
-    }
-}
-
-fn baggage_text(v: Option<Bound<'_, PyAny>>) -> Option<String> {
-    let v = v?;
-    let s = pystr::text(v.cast::<PyString>().ok()?).into_owned();
-    (!s.is_empty()).then_some(s)
-}
-
-impl Handle {
-    fn new(py: Python<'_>, core: Arc<Core>) -> PyResult<Handle> {
-        let cfg = &core.cfg;
-        let session_id = PyString::new(py, &cfg.session_id);
-        let project = cfg.project.as_deref().map(|p| PyString::new(py, p));
-        let source = PyString::new(py, &cfg.source);
-        let dict = PyDict::new(py);
-        dict.set_item("session_id", &session_id)?;
-        if let Some(p) = &project {
-            dict.set_item("project", p)?;
-        }
-        dict.set_item("source", &source)?;
-        Ok(Handle {
-            bag: BaggageDefaults {
-                session_id: session_id.unbind(),
-                project: project.map(Bound::unbind),
-                source: source.unbind(),
-                dict: dict.unbind(),
-            },
-            core,
-            bag_cache: Mutex::new(None),
-        })
-    }
-
-    /// The session values in a span's baggage, as shared attribute values.
-    pub fn read_baggage(&self, bag: Option<&Bound<'_, PyDict>>) -> Arc<Incoming> {
-        static EMPTY: std::sync::OnceLock<Arc<Incoming>> = std::sync::OnceLock::new();
-        let Some(bag) = bag.filter(|b| !b.is_empty()) else {
-            return EMPTY.get_or_init(|| Arc::new(Incoming::default())).clone();
-        };
-        {
-            let cache = self.bag_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((dict, inc)) = cache.as_ref() {
-                if dict.as_ptr() == bag.as_ptr() {
-                    return inc.clone();
-                }
-            }
-        }
-        let py = bag.py();
-        // Only str values count: baggage holds strings, and reading anything else
-        // would run user code.
-        let get = |k: &Bound<'_, PyString>| {
-            baggage_text(bag.get_item(k).ok().flatten()).map(|t| shared(&t))
-        };
-        let inc = Arc::new(Incoming {
-            session_id: get(intern!(py, "session_id")),
-            project: get(intern!(py, "project")),
-            source: get(intern!(py, "source")),
-            parent_id: get(intern!(py, "parent_id")),
-            run_id: get(intern!(py, "run_id")),
-            dataset_id: get(intern!(py, "dataset_id")),
-            datapoint_id: get(intern!(py, "datapoint_id")),
-            extra: self
-                .core
-                .stamper
-                .allowlist
-                .iter()
-                .filter_map(|k| {
-                    let v = baggage_text(bag.get_item(k.as_str()).ok().flatten())?;
-                    Some((Key::new(format!("baggage.{k}")), shared(&v)))
-                })
-                .collect(),
-        });
-        *self.bag_cache.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((bag.clone().unbind(), inc.clone()));
-        inc
-    }
-
-    pub fn policy(&self, trust: Option<Trust>) -> Policy {
-        Policy::of(Some(&self.core.cfg), trust)
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// Registry
-
-static REGISTRY: Registry<Handle> = Registry::new();
-
-thread_local! {
-    /// The default tracer, cached per thread and per registry generation.
-    static DEFAULT_CACHE: std::cell::RefCell<(u64, Option<Arc<Handle>>)> =
-        const { std::cell::RefCell::new((0, None)) };
-}
-
-/// The default tracer: the one `set_default_tracer` chose (or the first), while it is
-/// live; otherwise the oldest live one.
-pub fn default_handle() -> Option<Arc<Handle>> {
-    // Hot path (every root span): a thread-local cache, refreshed when the registry
-    // changed or the cached tracer was shut down.
-    let generation = REGISTRY.generation();
-    let cached = DEFAULT_CACHE.with(|c| {
-        let c = c.borrow();
-        (c.0 == generation)
-            .then(|| c.1.clone())
-            .flatten()
-            .filter(|h| h.is_live())
-    });
-    if cached.is_some() {
-        return cached;
-    }
-    let found = REGISTRY.default_entry();
-    DEFAULT_CACHE.with(|c| *c.borrow_mut() = (generation, found.clone()));
-    found
-}
 
 // ---------------------------------------------------------------------------------
 // Reports
 
+#[allow(clippy::many_single_char_names)] // counters, dict, getter: one letter each
 fn stats_dict<'py>(py: Python<'py>, h: &Handle) -> PyResult<Bound<'py, PyDict>> {
     let s = &h.core.stats;
     let d = PyDict::new(py);
@@ -367,7 +227,8 @@ impl TracerCore {
             kwargs: raw_kwargs(kwargs)?,
             env,
         };
-        let parsed = parse(&input).map_err(|e| PyValueError::new_err(format!("honeytrace: {e}")))?;
+        let parsed =
+            parse(&input).map_err(|e| PyValueError::new_err(format!("honeytrace: {e}")))?;
         diag::set_verbose(parsed.config.verbose);
         diag::install_panic_hook();
         let handle = Arc::new(Handle::new(py, Core::build(parsed.config))?);
@@ -544,16 +405,15 @@ pub fn handle_of(tracer: Option<&Bound<'_, PyAny>>) -> Option<Arc<Handle>> {
         return Some(c.get().handle.clone());
     }
     let py = t.py();
-    match t
+    if let Some(c) = t
         .getattr(intern!(py, "_core"))
         .ok()
         .and_then(|c| c.cast_into::<TracerCore>().ok())
     {
-        Some(c) => Some(c.get().handle.clone()),
-        None => {
-            invalid_argument("tracer");
-            None
-        }
+        Some(c.get().handle.clone())
+    } else {
+        invalid_argument("tracer");
+        None
     }
 }
 

@@ -29,7 +29,7 @@ fn benches(c: &mut Criterion) {
                 out
             })
         });
-        c.bench_function("captured/str argument", |b| b.iter(|| captured(black_box(s.as_any()), 65536)));
+        c.bench_function("captured/str argument", |b| b.iter(|| captured(black_box(s.as_any()), 65536, "honeyhive_inputs.query").is_ok()));
         let meta = PyDict::new(py);
         meta.set_item("user", "u-42").unwrap();
         let nested = PyDict::new(py);
@@ -40,7 +40,7 @@ fn benches(c: &mut Criterion) {
         c.bench_function("flatten/metadata (nested dict, list)", |b| {
             b.iter(|| {
                 let mut out = Vec::with_capacity(8);
-                flatten("honeyhive_metadata", black_box(meta.as_any()), 65536, &mut out);
+                let _ = flatten("honeyhive_metadata", black_box(meta.as_any()), 65536, &mut out);
                 out
             })
         });

@@ -5,7 +5,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-
 /// A credential: never shown by Debug/Display.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub(super) String);
@@ -194,4 +193,3 @@ pub struct Config {
     /// Hosts allowed to receive baggage from the HTTP integration (None: every host).
     pub baggage_hosts: Option<Vec<String>>,
 }
-

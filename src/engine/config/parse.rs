@@ -102,10 +102,7 @@ impl<'a> Resolver<'a> {
             None => Ok(None),
             Some((Found::Env(s, _), o)) => Ok(Some((s, o))),
             Some((Found::Kw(RawValue::Str(s)), o)) => Ok(Some((s.clone(), o))),
-            Some((Found::Kw(v), o)) => err(format!(
-                "{o} must be a string, got {}",
-                v.describe()
-            )),
+            Some((Found::Kw(v), o)) => err(format!("{o} must be a string, got {}", v.describe())),
         }
     }
 
@@ -222,7 +219,9 @@ impl<'a> Resolver<'a> {
         match self.find(key)? {
             None => Ok(None),
             Some((Found::Kw(RawValue::Json(v)), _)) => Ok(Some(v.clone())),
-            Some((Found::Kw(RawValue::Str(s)), _)) => Ok(Some(serde_json::Value::String(s.clone()))),
+            Some((Found::Kw(RawValue::Str(s)), _)) => {
+                Ok(Some(serde_json::Value::String(s.clone())))
+            }
             Some((Found::Env(s, _), _)) => Ok(Some(serde_json::Value::String(s))),
             Some((Found::Kw(v), o)) => err(format!("{o}: cannot use a {}", v.describe())),
         }
@@ -345,8 +344,7 @@ fn parse_kv_list(s: &str, o: &Origin) -> CResult<Vec<(String, String)>> {
 
 fn is_header_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
@@ -591,7 +589,9 @@ fn limit(r: &Resolver<'_>, key: &str, default: u32) -> CResult<u32> {
 
 fn check_kinds(r: &Resolver<'_>) -> CResult<()> {
     for (k, v) in &r.kw {
-        let Some(st) = settings::find(k) else { continue };
+        let Some(st) = settings::find(k) else {
+            continue;
+        };
         let o = Origin::Kw(st.key);
         match (st.kind, v) {
             (Kind::Callable, RawValue::Callable) => {}
@@ -610,6 +610,7 @@ fn check_kinds(r: &Resolver<'_>) -> CResult<()> {
 }
 
 /// Resolve every setting. Errors are configuration errors, raised by `init`.
+#[allow(clippy::too_many_lines)] // one line per field of `Config`: splitting would scatter it
 pub fn parse(input: &Input) -> CResult<Parsed> {
     let mut unknown = Vec::new();
     let mut ignored_legacy = Vec::new();
@@ -621,11 +622,7 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         }
     }
     let r = Resolver {
-        kw: input
-            .kwargs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v))
-            .collect(),
+        kw: input.kwargs.iter().map(|(k, v)| (k.as_str(), v)).collect(),
         env: &input.env,
     };
     check_kinds(&r)?;
@@ -660,7 +657,10 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         },
     };
     let file_path = if exporter == ExporterKind::File {
-        let p = PathBuf::from(r.text("file_path")?.unwrap_or_else(|| DEFAULT_FILE.to_string()));
+        let p = PathBuf::from(
+            r.text("file_path")?
+                .unwrap_or_else(|| DEFAULT_FILE.to_string()),
+        );
         Some(if p.is_absolute() {
             p
         } else {
@@ -690,9 +690,8 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         .unwrap_or_else(|| "unknown_service:python".to_string());
     let trust = match r.choice("trust")? {
         None => Trust::Continue,
-        Some((v, o)) => Trust::parse(&v).ok_or_else(|| {
-            ConfigError(format!("{o} is {v:?}; use continue, restart or ignore"))
-        })?,
+        Some((v, o)) => Trust::parse(&v)
+            .ok_or_else(|| ConfigError(format!("{o} is {v:?}; use continue, restart or ignore")))?,
     };
     let baggage_secret = r.secret("baggage_secret")?;
     if baggage_secret.as_ref().is_some_and(|s| s.0.len() < 16) {
@@ -787,7 +786,10 @@ mod tests {
 
     #[test]
     fn one_rule_for_flags() {
-        let off = parse_env(&[], vec![("propagate_threads", RawValue::Str("false".into()))]);
+        let off = parse_env(
+            &[],
+            vec![("propagate_threads", RawValue::Str("false".into()))],
+        );
         assert!(!off.unwrap().config.propagate_threads);
         let on = parse_env(&[("HH_PROPAGATE_THREADS", "yes")], vec![]);
         assert!(on.unwrap().config.propagate_threads);
@@ -802,7 +804,10 @@ mod tests {
         assert!(e.0.contains("at least 1"), "{e}");
         let e = parse_env(&[], vec![("flush_interval", RawValue::Float(f64::NAN))]).unwrap_err();
         assert!(e.0.contains("flush_interval"), "{e}");
-        let big = parse_env(&[], vec![("max_queue_size", RawValue::BigInt("1".repeat(40)))]);
+        let big = parse_env(
+            &[],
+            vec![("max_queue_size", RawValue::BigInt("1".repeat(40)))],
+        );
         assert!(big.is_err());
     }
 

@@ -1,9 +1,12 @@
 //! Every setting of `HoneyHiveTracer.init(...)`, declared once.
 //!
 //! The table drives the parser (`super::parse`), the configuration table in the README
-//! and docs/configuration.md (`markdown_table`, checked by `tests/test_config.py`), and
+//! (`markdown_table`, written by `tools/settings_table.py`, checked by
+//! `tests/test_config.py`), and
 //! the list of keywords Python accepts. A setting is read from its keyword, else from
 //! the first of its environment variables that is set, else it takes its default.
+
+use std::fmt::Write as _;
 
 /// How a setting's value is read and checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,7 +226,8 @@ fn code_list(names: &[&str]) -> String {
 
 /// The configuration table of the docs, generated from `SETTINGS`.
 pub fn markdown_table() -> String {
-    let mut out = String::from("| keyword | environment | default | meaning |\n|---|---|---|---|\n");
+    let mut out =
+        String::from("| keyword | environment | default | meaning |\n|---|---|---|---|\n");
     for st in SETTINGS {
         let mut env = code_list(st.env);
         if !st.env_ms.is_empty() {
@@ -240,18 +244,20 @@ pub fn markdown_table() -> String {
                 v.replace('|', "\\|")
             }
         };
-        out.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} |",
             st.key,
             cell(&env),
             cell(st.default),
             cell(st.doc)
-        ));
+        );
     }
-    out.push_str(&format!(
-        "\nAccepted for HoneyHive compatibility, without effect (a warning says so): {}.\n",
+    let _ = writeln!(
+        out,
+        "\nAccepted for HoneyHive compatibility, without effect (a warning says so): {}.",
         code_list(IGNORED_LEGACY_KEYS)
-    ));
+    );
     out
 }
 

@@ -6,6 +6,7 @@ use opentelemetry::trace::{SpanId, Status, TraceId};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::SpanData;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::Write;
 
 const MAX_BUFFERED: usize = 10_000;
@@ -64,15 +65,14 @@ fn line(span: &SpanData, depth: usize) -> String {
     let ms = span
         .end_time
         .duration_since(span.start_time)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or(0.0);
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     let mut s = format!("{}{}", "  ".repeat(depth + 1), span.name);
     if let Some(t) = attr(span, "honeyhive_event_type") {
-        s.push_str(&format!(" [{}]", t.as_str()));
+        let _ = write!(s, " [{}]", t.as_str());
     }
-    s.push_str(&format!("  {ms:.1} ms"));
+    let _ = write!(s, "  {ms:.1} ms");
     if let Status::Error { description } = &span.status {
-        s.push_str(&format!("  ✗ {description}"));
+        let _ = write!(s, "  ✗ {description}");
     }
     let inputs: Vec<String> = span
         .attributes
@@ -86,10 +86,10 @@ fn line(span: &SpanData, depth: usize) -> String {
         .take(4)
         .collect();
     if !inputs.is_empty() {
-        s.push_str(&format!("  in: {}", inputs.join(" ")));
+        let _ = write!(s, "  in: {}", inputs.join(" "));
     }
     if let Some(out) = attr(span, "honeyhive_outputs.result") {
-        s.push_str(&format!("  out: {}", short(out)));
+        let _ = write!(s, "  out: {}", short(out));
     }
     s.push('\n');
     s

@@ -91,8 +91,7 @@ fn put_u32(buf: &mut Vec<u8>, field: u32, v: u32) {
 
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 // -- AnyValue / KeyValue ----------------------------------------------------------------
@@ -439,8 +438,8 @@ mod tests {
         ));
         SpanData {
             span_context: SpanContext::new(
-                TraceId::from(0x0af7651916cd43dd8448eb211c80319c + u128::from(i)),
-                SpanId::from(0xb7ad6b7169203331 + i),
+                TraceId::from(0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c + u128::from(i)),
+                SpanId::from(0xb7ad_6b71_6920_3331 + i),
                 TraceFlags::SAMPLED,
                 false,
                 if i % 2 == 0 {

@@ -2,6 +2,7 @@
 
 use opentelemetry_sdk::trace::SpanData;
 use std::sync::Mutex;
+use std::sync::PoisonError;
 
 pub struct MemoryStore {
     spans: Mutex<Vec<SpanData>>,
@@ -18,7 +19,7 @@ impl MemoryStore {
 
     /// False when the store is full (the span is dropped and counted by the caller).
     pub fn push(&self, span: SpanData) -> bool {
-        let mut v = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
         if v.len() >= self.cap {
             return false;
         }
@@ -27,10 +28,16 @@ impl MemoryStore {
     }
 
     pub fn snapshot(&self) -> Vec<SpanData> {
-        self.spans.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn clear(&self) {
-        self.spans.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }

@@ -22,6 +22,7 @@ use opentelemetry_sdk::trace::SpanData;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::PoisonError;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -64,7 +65,7 @@ pub struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn wait_done<'a>(
@@ -205,7 +206,9 @@ fn supervise(shared: &'static Shared, factory: &ExporterFactory) {
             st.shutdown = true;
             drop(st);
             Stats::add(&shared.stats.dropped_after_shutdown, left);
-            shared.stats.set_error("the export thread stopped after repeated failures");
+            shared
+                .stats
+                .set_error("the export thread stopped after repeated failures");
             diag::log(
                 diag::ERROR,
                 &format!(

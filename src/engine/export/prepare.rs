@@ -29,19 +29,19 @@ pub fn dedup(attrs: &mut Vec<KeyValue>) {
         std::collections::HashMap::with_capacity(n);
     let mut out: Vec<KeyValue> = Vec::with_capacity(n);
     for kv in attrs.drain(..) {
-        match index.get(&kv.key) {
-            Some(&i) => out[i].value = kv.value,
-            None => {
-                index.insert(kv.key.clone(), out.len());
-                out.push(kv);
-            }
+        if let Some(&i) = index.get(&kv.key) {
+            out[i].value = kv.value;
+        } else {
+            index.insert(kv.key.clone(), out.len());
+            out.push(kv);
         }
     }
     *attrs = out;
 }
 
-/// HoneyHive event type from a span's attributes (reference §4.3 rule 8), minus the
-/// span-name heuristic, which labels ordinary functions as `model` (reference bug 13).
+/// HoneyHive event type from a span's attributes (its OpenTelemetry GenAI or
+/// OpenInference kind, else `model` when a model is named, else `tool`), without
+/// HoneyHive 1.7's span-name heuristic, which labels ordinary functions as `model`.
 #[cfg(test)]
 pub fn infer_event_type(attrs: &[KeyValue]) -> &'static str {
     let mut op = None;
@@ -152,8 +152,7 @@ pub fn prepare(span: &mut SpanData) {
         let ms = span
             .end_time
             .duration_since(span.start_time)
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .unwrap_or(0.0);
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         extra.push(KeyValue::new(DURATION_MS, ms));
     }
     span.attributes.extend(extra);
@@ -168,4 +167,3 @@ pub fn kind_name(kind: &SpanKind) -> &'static str {
         SpanKind::Consumer => "CONSUMER",
     }
 }
-

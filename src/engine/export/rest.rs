@@ -56,8 +56,7 @@ impl RestClient {
     fn headers(&self) -> Vec<(String, String)> {
         let ts = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+            .map_or(0, |d| d.as_nanos());
         let mut h = vec![
             ("authorization".into(), self.bearer.clone()),
             ("content-type".into(), "application/json".into()),

@@ -5,6 +5,7 @@ use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 /// Counters a user can read with `tracer.stats()`.
@@ -36,13 +37,16 @@ impl Stats {
     }
 
     pub fn set_error(&self, e: &str) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
     }
 
     pub fn last_error(&self) -> Option<String> {
         self.last_error
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
@@ -64,7 +68,10 @@ impl Stats {
         ] {
             c.store(0, Ordering::Relaxed);
         }
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 

@@ -81,7 +81,7 @@ fn canonical(key: &str) -> Option<(&'static str, usize)> {
 }
 
 fn printable(s: &str, max: usize) -> bool {
-    if s.is_empty() || s.chars().any(|c| c.is_control()) {
+    if s.is_empty() || s.chars().any(char::is_control) {
         return false;
     }
     // Bytes bound characters from above: count only when it can matter.
@@ -157,6 +157,7 @@ pub struct Incoming<'a> {
 }
 
 /// Parse, normalize and validate what a carrier holds (pure Rust, no Python objects).
+#[allow(clippy::too_many_lines)] // one pass over the headers, in the order the spec gives
 pub fn interpret<'a>(h: &'a Headers, policy: &Policy) -> Incoming<'a> {
     let mut parent = None;
     if !h.traceparent.is_empty() {
@@ -277,9 +278,9 @@ mod tests {
     // Leaked: `interpret` borrows from the headers, and tests build them inline.
     fn headers(tp: &[&str], bag: &[&str]) -> &'static Headers {
         Box::leak(Box::new(Headers {
-            traceparent: tp.iter().map(|s| s.to_string()).collect(),
+            traceparent: tp.iter().map(std::string::ToString::to_string).collect(),
             tracestate: vec![],
-            baggage: bag.iter().map(|s| s.to_string()).collect(),
+            baggage: bag.iter().map(std::string::ToString::to_string).collect(),
         }))
     }
 

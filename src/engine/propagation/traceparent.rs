@@ -71,7 +71,7 @@ pub fn parse_state(values: &[String]) -> (TraceState, bool) {
     }
     let members: Vec<&str> = joined
         .split(',')
-        .map(|m| m.trim())
+        .map(str::trim)
         .filter(|m| !m.is_empty())
         .collect();
     let truncated = members.len() > MAX_TRACESTATE_MEMBERS;
