@@ -283,7 +283,12 @@ def test_readme_configuration_table_is_the_engine_settings_table() -> None:
         for env in [*s["env"], *s["env_ms"]]:
             assert f"`{env}`" in readme, env
     # The aliases the table once missed are there.
-    for name in ("ingestion_api_key", "HONEYHIVE_API_KEY", "HH_DISABLE_TRACING", "HH_INCOMING_TRUST"):
+    for name in (
+        "ingestion_api_key",
+        "HONEYHIVE_API_KEY",
+        "HH_DISABLE_TRACING",
+        "HH_INCOMING_TRUST",
+    ):
         assert name in readme
 
 

@@ -123,7 +123,11 @@ def rust_graph() -> dict[str, set[str]]:
             parts = ref.split("::")
             # The longest module the path names (the rest is an item inside it).
             target = next(
-                ("::".join(parts[:n]) for n in range(len(parts), 0, -1) if "::".join(parts[:n]) in mods),
+                (
+                    "::".join(parts[:n])
+                    for n in range(len(parts), 0, -1)
+                    if "::".join(parts[:n]) in mods
+                ),
                 None,
             )
             if target is not None and target != m and not m.startswith(target + "::"):
@@ -216,8 +220,7 @@ def python_imports(module: str, path: Path, mods: dict[str, Path]) -> set[str]:
 def test_python_modules_have_no_import_cycle() -> None:
     mods = python_modules()
     graph = {
-        m: set() if m == "honeytrace._core" else python_imports(m, f, mods)
-        for m, f in mods.items()
+        m: set() if m == "honeytrace._core" else python_imports(m, f, mods) for m, f in mods.items()
     }
     # The package's __init__ imports its modules; a module importing the package
     # would make a cycle of its own, which this also catches.

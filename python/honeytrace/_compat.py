@@ -44,7 +44,7 @@ def _private_parts() -> tuple[Any, Any, Any]:
     from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
     from opentelemetry.trace.propagation import _SPAN_KEY
 
-    runtime = _context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
+    runtime = _context._RUNTIME_CONTEXT
     if not isinstance(runtime, ContextVarsRuntimeContext):
         raise TypeError(f"the runtime context is a {type(runtime).__name__}")
     return runtime._current_context, _SPAN_KEY, _BAGGAGE_KEY

@@ -8,13 +8,51 @@ typed as what callers should pass, with ``None`` meaning "the default".
 
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, final
 
 from opentelemetry import trace as _trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util import types
+from typing_extensions import disjoint_base
 
+__all__ = [
+    "CONFIG_KEYS",
+    "DEFAULT_FILE",
+    "DEFAULT_SERVER_URL",
+    "LEGACY_KEYS",
+    "SETTINGS",
+    "SETTINGS_MARKDOWN",
+    "CallScope",
+    "CurrentSpan",
+    "ServerRequest",
+    "ServerTracing",
+    "Span",
+    "TraceSpec",
+    "Tracer",
+    "TracerCore",
+    "_Ready",
+    "__version__",
+    "_install_bridge",
+    "_logs_pending",
+    "_mark_exiting",
+    "_panic_for_test",
+    "_take_logs",
+    "_trace_spec",
+    "after_fork_child",
+    "default_tracer_id",
+    "enrich",
+    "extract",
+    "flush_all",
+    "inject",
+    "internal_errors",
+    "routing_tracer",
+    "set_redactor",
+    "shutdown_all",
+    "sign_session",
+    "uuid4",
+    "with_distributed_trace_context",
+]
 __version__: str
 CONFIG_KEYS: list[str]
 LEGACY_KEYS: list[str]
@@ -23,6 +61,7 @@ SETTINGS_MARKDOWN: str
 DEFAULT_FILE: str
 DEFAULT_SERVER_URL: str
 
+@final
 class Span(_trace.Span):
     """A honeytrace span; registered as an ``opentelemetry.trace.Span`` at import."""
 
@@ -65,6 +104,7 @@ class Span(_trace.Span):
     @property
     def span_id_hex(self) -> str: ...
 
+@final
 class Tracer:
     """An OpenTelemetry ``Tracer`` (registered as ``opentelemetry.trace.Tracer``)."""
 
@@ -94,6 +134,7 @@ class Tracer:
         end_on_exit: Optional[bool] = None,
     ) -> CurrentSpan: ...
 
+@final
 class CurrentSpan:
     """``start_as_current_span``: a context manager and a decorator."""
 
@@ -107,6 +148,7 @@ class CurrentSpan:
     def _recreate_cm(self) -> CurrentSpan: ...
     def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]: ...
 
+@final
 class TracerCore:
     """The engine of one ``HoneyHiveTracer``."""
 
@@ -172,6 +214,7 @@ class TracerCore:
     def clear_finished_spans(self) -> None: ...
     def update_event(self, body: Mapping[str, Any]) -> bool: ...
 
+@final
 class TraceSpec:
     """What a decorated function's spans share (built once per function)."""
 
@@ -208,6 +251,7 @@ class TraceSpec:
         self, args: tuple[Any, ...], kwargs: Optional[dict[str, Any]] = None
     ) -> Optional[CallScope]: ...
 
+@final
 class CallScope:
     """One traced call driven from Python (generators, ``enrich_span_context``)."""
 
@@ -220,6 +264,7 @@ class CallScope:
     def add_item(self, item: Any) -> None: ...
     def finish_stream(self, value: Any = None) -> None: ...
 
+@disjoint_base
 class with_distributed_trace_context:
     """Continue the caller's trace and session for a block (``with`` / ``async with``)."""
 
@@ -246,6 +291,7 @@ class with_distributed_trace_context:
         _tb: Optional[TracebackType] = None,
     ) -> _Ready: ...
 
+@final
 class _Ready:
     """An awaitable that is already done."""
 
@@ -256,6 +302,7 @@ class _Ready:
     def throw(self, exc: Any, _value: Any = None, _tb: Any = None) -> None: ...
     def close(self) -> None: ...
 
+@final
 class ServerTracing:
     """The engine side of the WSGI and ASGI middleware."""
 
@@ -272,6 +319,7 @@ class ServerTracing:
     def begin_wsgi(self, environ: Any) -> Optional[ServerRequest]: ...
     def begin_asgi(self, scope: Any) -> Optional[ServerRequest]: ...
 
+@final
 class ServerRequest:
     """One traced request."""
 

@@ -16,7 +16,6 @@ import inspect
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 from . import _core, _log, _wrappers
-from ._registry import TracerLike
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -150,7 +149,7 @@ def _decorate(func: Any, opts: dict[str, Any], default_name: Optional[str] = Non
     try:
         functools.update_wrapper(wrapper, func)
     except (AttributeError, TypeError):  # pragma: no cover - exotic callables
-        wrapper.__wrapped__ = func
+        wrapper.__wrapped__ = func  # type: ignore[attr-defined]
     if isinstance(func, functools.partial) or not hasattr(func, "__name__"):
         wrapper.__name__ = spec.name.rsplit(".", 1)[-1]
         wrapper.__qualname__ = wrapper.__name__
