@@ -259,7 +259,9 @@ def test_remote_session_is_preserved_and_local_never_written(make_tracer: Make) 
     finally:
         context.detach(token)
     assert seen == {"handler": "remote", "child": "remote"}
-    for s in t.finished_spans():
+    spans = t.finished_spans()
+    assert len(spans) == 2
+    for s in spans:
         a = s["attributes"]
         assert (a["honeyhive.session_id"], a["honeyhive.project"], a["honeyhive.source"]) == (
             "remote",
@@ -317,7 +319,9 @@ def test_explicit_session_on_the_decorator_starts_that_session(make_tracer: Make
         assert parent() == "explicit-session"
     finally:
         context.detach(token)
-    for s in t.finished_spans():
+    spans = t.finished_spans()
+    assert len(spans) == 2
+    for s in spans:
         assert s["attributes"]["honeyhive.session_id"] == "explicit-session"
         assert s["attributes"]["honeyhive.project"] == "explicit-p"
 

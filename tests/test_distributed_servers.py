@@ -5,6 +5,7 @@ a peer on either side, and many concurrent sessions."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import socket
 import threading
@@ -171,7 +172,9 @@ def test_flask_manual_one_liner_with_requests_in_any_header_case(make_tracer: Ma
     asks = {
         s["attributes"]["honeyhive_inputs.q"]: s for s in by_name(client.finished_spans(), ".ask")
     }
-    for s in by_name(server.finished_spans(), ".agent"):
+    agents = by_name(server.finished_spans(), ".agent")
+    assert len(agents) == 3
+    for s in agents:
         caller = asks[s["attributes"]["honeyhive_inputs.q"].removeprefix("")]
         assert s["trace_id"] == caller["trace_id"]
         assert s["parent_span_id"] == caller["span_id"] and s["parent_is_remote"]
@@ -303,8 +306,10 @@ def test_fastapi_uvicorn_with_httpx_async(make_tracer: Make, http_instrumented: 
     )
     assert a["http.route"] == "/agent/{name}" and a["http.response.status_code"] == 200
     assert descends_from(by_name(sspans, ".agent")[0], srv, sspans)
-    # FastAPI's own OpenTelemetry spans land in honeytrace too, under the server span.
-    assert any(s["scope"]["name"] == "fastapi" for s in sspans)
+    # FastAPI's own OpenTelemetry spans land in honeytrace too, under the server span
+    # (FastAPI versions with built-in telemetry; those for Python 3.9 have none).
+    if importlib.util.find_spec("fastapi.telemetry") is not None:
+        assert any(s["scope"]["name"] == "fastapi" for s in sspans)
     sse = next(s for s in sspans if s["name"] == "GET /sse")
     events_spans = by_name(sspans, ".event")
     assert len(events_spans) == 3
@@ -633,7 +638,13 @@ def test_wsgi_middleware_edges(make_tracer: Make, monkeypatch: pytest.MonkeyPatc
     assert broken["attributes"]["error.type"] == "ValueError"
     assert any(e["name"] == "exception" for e in broken["events"])
     assert server.stats()["traceparent_invalid"] >= 1
-    # An ExcludedUrls object is accepted as it is.
-    assert HoneyTraceWSGIMiddleware(app, server, excluded_urls=ExcludedUrls(["/x"])) is not None
+    # An ExcludedUrls object is accepted as it is: its paths pass through untraced.
+    server.clear_finished_spans()
+    with serve_wsgi(
+        HoneyTraceWSGIMiddleware(app, server, excluded_urls=ExcludedUrls(["/x"]))
+    ) as url:
+        assert requests.get(f"{url}/x/1", timeout=10).text == "hello"
+        assert requests.get(f"{url}/y", timeout=10).text == "hello"
+    assert [s["attributes"]["url.path"] for s in _server_spans(server.finished_spans())] == ["/y"]
     with pytest.raises(TypeError):
         HoneyTraceWSGIMiddleware(app, server, excluded_urls=[42])

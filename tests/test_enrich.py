@@ -87,7 +87,9 @@ def test_enrich_span_is_thread_safe(memory_tracer: HoneyHiveTracer) -> None:
         th.start()
     for th in threads:
         th.join()
-    for s in memory_tracer.finished_spans():
+    spans = memory_tracer.finished_spans()
+    assert sorted(s["name"] for s in spans) == [f"w{i}" for i in range(8)]
+    for s in spans:
         i = int(s["name"][1:])
         metrics = {k: v for k, v in s["attributes"].items() if k.startswith("honeyhive_metrics.")}
         assert len(metrics) == 50 and set(metrics.values()) == {i}
@@ -124,7 +126,9 @@ def test_enrich_span_context_explicit_session_beats_baggage(make_tracer: Make) -
                 assert baggage.get_baggage("session_id") == "mine"
     finally:
         context.detach(token)
-    for s in t.finished_spans():
+    spans = t.finished_spans()
+    assert sorted(s["name"] for s in spans) == ["child", "explicit"]
+    for s in spans:
         a = s["attributes"]
         assert (a["honeyhive.session_id"], a["honeyhive.project"], a["honeyhive.source"]) == (
             "mine",

@@ -403,7 +403,9 @@ def test_threads_keep_their_own_span_and_session(make_tracer: Make) -> None:
         th.start()
     for th in threads:
         th.join()
-    for s in t.finished_spans():
+    spans = t.finished_spans()
+    assert sorted(s["attributes"]["honeyhive_inputs.i"] for s in spans) == list(range(16))
+    for s in spans:
         i = s["attributes"]["honeyhive_inputs.i"]
         assert s["attributes"]["honeyhive.session_id"] == f"s{i}"
         assert s["attributes"]["honeyhive_outputs.result"] == str(int(s["span_id"], 16))
