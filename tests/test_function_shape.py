@@ -1,0 +1,364 @@
+"""``@trace`` on a sync function returns a real Python function.
+
+What users and frameworks look at: ``inspect.isfunction``, the ``functools.wraps``
+metadata, the signature, descriptor binding (methods, classmethods, staticmethods),
+the kind of async and generator callables, pickling by reference (``pickle``) and by
+value (``cloudpickle``, as Dask/Ray/PySpark do for functions defined in ``__main__``),
+and task frameworks that wrap the function (Celery's ``@app.task`` / ``@shared_task``,
+Ray's ``ray.remote`` when installed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import types
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from conftest import spans_by_name
+from honeytrace import HoneyHiveTracer, trace
+
+_CONFIG_PREFIXES = ("HH_", "OTEL_", "HONEYHIVE_")
+_CONFIG_NAMES = ("SESSION_ID", "SESSION_NAME")
+
+
+def original_sync(query: str, *, limit: int = 3, **opts: Any) -> list[str]:
+    """Search for ``query``."""
+    return [query] * limit
+
+
+traced_sync = trace(original_sync)
+
+
+@trace(event_type="tool", metadata={"kind": "module"})
+def module_level(x: int, y: int = 2) -> int:
+    """Multiply."""
+    return x * y
+
+
+# -- a real function with the original's metadata and signature -------------------------
+
+
+def test_traced_sync_function_is_a_real_function(memory_tracer: HoneyHiveTracer) -> None:
+    assert inspect.isfunction(traced_sync)
+    assert isinstance(traced_sync, types.FunctionType)
+    assert traced_sync is not original_sync
+    assert traced_sync("q", limit=2) == ["q", "q"]
+    assert [s["name"] for s in memory_tracer.finished_spans()] == [f"{__name__}.original_sync"]
+
+
+def test_traced_function_keeps_wraps_metadata_and_signature() -> None:
+    assert traced_sync.__name__ == "original_sync"
+    assert traced_sync.__qualname__ == "original_sync"
+    assert traced_sync.__module__ == __name__
+    assert traced_sync.__doc__ == "Search for ``query``."
+    assert traced_sync.__wrapped__ is original_sync
+    assert traced_sync.__annotations__ == original_sync.__annotations__
+    assert inspect.signature(traced_sync) == inspect.signature(original_sync)
+    assert str(inspect.signature(traced_sync)) == str(inspect.signature(original_sync))
+
+
+def test_decorator_with_options_keeps_metadata_of_nested_function() -> None:
+    def outer() -> Any:
+        def helper(a: int, b: str = "x") -> str:
+            """Helper doc."""
+            return b * a
+
+        helper.custom_attribute = 7  # type: ignore[attr-defined]
+        return helper, trace(event_type="chain", metadata={"m": 1})(helper)
+
+    original, traced = outer()
+    assert inspect.isfunction(traced)
+    assert traced.__name__ == "helper"
+    assert traced.__qualname__ == original.__qualname__
+    assert traced.__qualname__.endswith("outer.<locals>.helper")
+    assert traced.__doc__ == "Helper doc."
+    assert traced.__wrapped__ is original
+    assert traced.custom_attribute == 7
+    assert inspect.signature(traced) == inspect.signature(original)
+
+
+# -- binding --------------------------------------------------------------------------
+
+
+class Calculator:
+    factor = 10
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+
+    @trace
+    def add(self, x: int) -> int:
+        return self.base + x
+
+    @trace
+    @classmethod
+    def scaled(cls, x: int) -> int:
+        return cls.factor * x
+
+    @classmethod
+    @trace
+    def scaled_inner(cls, x: int) -> int:
+        return cls.factor * x
+
+    @trace
+    @staticmethod
+    def double(x: int) -> int:
+        return 2 * x
+
+    @staticmethod
+    @trace
+    def triple(x: int) -> int:
+        return 3 * x
+
+
+class SubCalculator(Calculator):
+    factor = 100
+
+
+def test_methods_classmethods_and_staticmethods_bind(memory_tracer: HoneyHiveTracer) -> None:
+    calc = Calculator(5)
+    assert inspect.ismethod(calc.add) and calc.add.__self__ is calc
+    assert calc.add(1) == 6
+    assert Calculator.add(calc, 2) == 7
+    assert inspect.ismethod(Calculator.scaled) and Calculator.scaled.__self__ is Calculator
+    assert Calculator.scaled(3) == 30
+    assert calc.scaled(3) == 30
+    assert SubCalculator.scaled(3) == 300  # cls is the subclass
+    assert SubCalculator.scaled_inner(3) == 300
+    assert Calculator.double(4) == 8 and calc.double(4) == 8
+    assert Calculator.triple(4) == 12 and calc.triple(4) == 12
+    assert inspect.isfunction(Calculator.double)
+    assert list(inspect.signature(calc.add).parameters) == ["x"]  # self is bound
+    assert list(inspect.signature(Calculator.scaled).parameters) == ["x"]
+
+    spans = memory_tracer.finished_spans()
+    assert len(spans) == 10
+    add = [s for s in spans if s["name"] == f"{__name__}.add"]
+    assert len(add) == 2
+    # self is not captured; the argument is
+    assert add[0]["attributes"]["honeyhive_inputs.x"] == 1
+    assert "honeyhive_inputs.self" not in add[0]["attributes"]
+    scaled = [s for s in spans if s["name"] == f"{__name__}.scaled"]
+    assert [s["attributes"]["honeyhive_outputs.result"] for s in scaled] == [30, 30, 300]
+    assert "honeyhive_inputs.cls" not in scaled[0]["attributes"]
+
+
+# -- async functions and generators keep their kind ---------------------------------------
+
+
+def test_async_and_generator_functions_keep_their_kind(memory_tracer: HoneyHiveTracer) -> None:
+    async def fetch(x: int) -> int:
+        await asyncio.sleep(0)
+        return x + 1
+
+    def count(n: int) -> Iterator[int]:
+        yield from range(n)
+
+    async def acount(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    t_fetch, t_count, t_acount = trace(fetch), trace(count), trace(acount)
+    assert inspect.iscoroutinefunction(t_fetch)
+    assert inspect.isgeneratorfunction(t_count) and not inspect.iscoroutinefunction(t_count)
+    assert inspect.isasyncgenfunction(t_acount)
+    for traced, original in [(t_fetch, fetch), (t_count, count), (t_acount, acount)]:
+        assert inspect.isfunction(traced)
+        assert traced.__wrapped__ is original
+        assert traced.__name__ == original.__name__
+        assert inspect.signature(traced) == inspect.signature(original)
+
+    async def consume() -> list[int]:
+        return [i async for i in t_acount(3)]
+
+    assert asyncio.run(t_fetch(1)) == 2
+    assert list(t_count(3)) == [0, 1, 2]
+    assert asyncio.run(consume()) == [0, 1, 2]
+    names = {s["name"].rsplit(".", 1)[-1] for s in memory_tracer.finished_spans()}
+    assert names == {"fetch", "count", "acount"}
+
+
+# -- pickling ---------------------------------------------------------------------------
+
+
+def test_module_level_traced_function_pickles_by_reference(
+    memory_tracer: HoneyHiveTracer,
+) -> None:
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        data = pickle.dumps(module_level, protocol=protocol)
+        assert pickle.loads(data) is module_level
+    assert pickle.loads(pickle.dumps(Calculator.double)) is Calculator.double
+    restored = pickle.loads(pickle.dumps(module_level))
+    assert restored(3) == 6
+    span = memory_tracer.finished_spans()[0]
+    assert span["name"] == f"{__name__}.module_level"
+    assert span["attributes"]["honeyhive_event_type"] == "tool"
+
+
+def _env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(_CONFIG_PREFIXES) and k not in _CONFIG_NAMES
+    }
+    env["PYTHONPATH"] = os.path.dirname(__file__)
+    return env
+
+
+def _run_script(
+    path: Path, *args: str, cwd: Optional[Path] = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(path), *args],
+        env=_env(),
+        cwd=str(cwd or path.parent),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cloudpickle_pickles_a_traced_main_function_by_value(tmp_path: Path) -> None:
+    pytest.importorskip("cloudpickle")
+    producer = tmp_path / "producer.py"
+    consumer = tmp_path / "consumer.py"
+    payload = tmp_path / "payload.pkl"
+    producer.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            import cloudpickle
+            from honeytrace import HoneyHiveTracer, trace
+
+            tracer = HoneyHiveTracer.init(project="producer", test_mode=True)
+
+            @trace(event_type="tool", metadata={"origin": "producer"})
+            def scale(values, factor=10):
+                return [v * factor for v in values]
+
+            assert scale([1]) == [10]
+            with open(sys.argv[1], "wb") as f:
+                f.write(cloudpickle.dumps(scale))
+            """
+        )
+    )
+    consumer.write_text(
+        textwrap.dedent(
+            """
+            import json, pickle, sys
+            from honeytrace import HoneyHiveTracer
+
+            tracer = HoneyHiveTracer.init(project="consumer", test_mode=True)
+            with open(sys.argv[1], "rb") as f:
+                scale = pickle.loads(f.read())
+            results = [scale([1, 2]), scale([3], factor=2)]
+            spans = [
+                {"name": s["name"], "attributes": s["attributes"]}
+                for s in tracer.finished_spans()
+            ]
+            print(json.dumps({"results": results, "spans": spans}))
+            """
+        )
+    )
+    made = _run_script(producer, str(payload))
+    assert made.returncode == 0, made.stderr
+    # Pickled by value: the consumer is another script, whose __main__ has no `scale`.
+    used = _run_script(consumer, str(payload))
+    assert used.returncode == 0, used.stderr
+    out = json.loads(used.stdout.strip().splitlines()[-1])
+    assert out["results"] == [[10, 20], [6]]
+    assert [s["name"] for s in out["spans"]] == ["__main__.scale", "__main__.scale"]
+    first, second = (s["attributes"] for s in out["spans"])
+    assert json.loads(first["honeyhive_inputs.values"]) == [1, 2]
+    assert first["honeyhive_inputs.factor"] == 10  # the default, kept in the pickle
+    assert second["honeyhive_inputs.factor"] == 2
+    assert json.loads(first["honeyhive_outputs.result"]) == [10, 20]
+    assert first["honeyhive_event_type"] == "tool"
+    assert first["honeyhive_metadata.origin"] == "producer"
+    assert first["honeyhive.project"] == "consumer"  # the consumer's tracer recorded it
+
+
+# -- task frameworks ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def celery_app(request: pytest.FixtureRequest) -> Any:
+    celery = pytest.importorskip("celery")
+    # Celery registers tasks with every app made later too (shared tasks): one app name
+    # per test keeps the task names apart.
+    app = celery.Celery(request.node.name, broker="memory://", backend="cache+memory://")
+    app.conf.broker_transport_options = {"polling_interval": 0.05}
+    app.conf.worker_hijack_root_logger = False
+    yield app
+    app.close()
+
+
+def _celery_tasks(app: Any) -> tuple[Any, Any]:
+    from celery import shared_task
+
+    @app.task(name=f"{app.main}.add")
+    @trace
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    @shared_task(name=f"{app.main}.multiply")
+    @trace(event_type="tool")
+    def multiply(a: int, b: int) -> int:
+        return a * b
+
+    return add, multiply
+
+
+def test_celery_tasks_over_trace_run_eagerly(
+    celery_app: Any, memory_tracer: HoneyHiveTracer
+) -> None:
+    add, multiply = _celery_tasks(celery_app)
+    celery_app.finalize()
+    assert add.name in celery_app.tasks
+    assert multiply.name in celery_app.tasks
+    assert add.__doc__ == "Add two numbers."
+    assert add.apply(args=(2, 3)).get() == 5
+    assert multiply.apply(args=(4, 5)).get() == 20
+
+    spans = spans_by_name(memory_tracer.finished_spans())
+    assert set(spans) == {f"{__name__}.add", f"{__name__}.multiply"}
+    a = spans[f"{__name__}.add"]["attributes"]
+    assert (a["honeyhive_inputs.a"], a["honeyhive_inputs.b"]) == (2, 3)
+    assert a["honeyhive_outputs.result"] == 5
+    assert spans[f"{__name__}.multiply"]["attributes"]["honeyhive_event_type"] == "tool"
+
+
+def test_celery_worker_runs_traced_tasks(celery_app: Any, memory_tracer: HoneyHiveTracer) -> None:
+    from celery.contrib.testing.worker import start_worker
+
+    add, multiply = _celery_tasks(celery_app)
+    with start_worker(celery_app, pool="solo", perform_ping_check=False):
+        assert add.delay(4, 5).get(timeout=10, interval=0.05) == 9
+        assert multiply.delay(6, 7).get(timeout=10, interval=0.05) == 42
+
+    spans = spans_by_name(memory_tracer.finished_spans())
+    assert set(spans) == {f"{__name__}.add", f"{__name__}.multiply"}
+    a = spans[f"{__name__}.add"]["attributes"]
+    assert (a["honeyhive_inputs.a"], a["honeyhive_inputs.b"]) == (4, 5)
+    assert a["honeyhive_outputs.result"] == 9
+    m = spans[f"{__name__}.multiply"]["attributes"]
+    assert m["honeyhive_outputs.result"] == 42
+
+
+def test_ray_remote_accepts_a_traced_function() -> None:
+    ray = pytest.importorskip("ray")
+    remote = ray.remote(module_level)
+    assert callable(remote.remote)
