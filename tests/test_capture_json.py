@@ -505,11 +505,6 @@ def test_an_interrupt_in_the_result_repr_propagates_and_the_span_ends(
     assert len(memory_tracer.finished_spans()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: @trace(metadata=...) values are flattened at decoration time with a fixed "
-    "64 KiB budget (decorator.rs DEFAULT_BUDGET), not the tracer's max_attribute_bytes",
-)
 def test_static_decorator_metadata_is_within_the_budget(make_tracer: Make) -> None:
     t = make_tracer(test_mode=True, max_attribute_bytes=1000)
 
@@ -550,11 +545,6 @@ class NotDigits(int):
         return "not a number"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an int beyond int64 is written as str(obj) verbatim (capture.rs value(): "
-    "obj.str() then raw()), so an int subclass with its own __str__ gives invalid JSON",
-)
 def test_a_big_int_subclass_with_its_own_str_is_valid_json(memory_tracer: HoneyHiveTracer) -> None:
     for value in (NotDigits(2**70), [NotDigits(2**70)]):
         text = captured(memory_tracer, value)
@@ -571,11 +561,6 @@ class InterruptingIter(list):  # type: ignore[type-arg]
         raise KeyboardInterrupt
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: user code run while snapshotting a list subclass (its __iter__) runs "
-    "outside a Section: its ValueError is not counted in values_unconvertible",
-)
 def test_a_raising_iter_of_a_list_subclass_is_counted(memory_tracer: HoneyHiveTracer) -> None:
     before = memory_tracer.stats()["values_unconvertible"]
     text = captured(memory_tracer, BadIter([1, 2]))
@@ -583,11 +568,6 @@ def test_a_raising_iter_of_a_list_subclass_is_counted(memory_tracer: HoneyHiveTr
     assert memory_tracer.stats()["values_unconvertible"] == before + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a KeyboardInterrupt raised by a list subclass's __iter__ (or a Mapping's "
-    "items()) during capture is swallowed (capture.rs snapshot() drops the error)",
-)
 def test_an_interrupt_in_a_list_subclass_iter_propagates(memory_tracer: HoneyHiveTracer) -> None:
     with pytest.raises(KeyboardInterrupt):
         captured(memory_tracer, InterruptingIter([1]))

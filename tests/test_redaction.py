@@ -314,11 +314,6 @@ def test_system_exit_in_an_argument_repr_propagates_before_the_call(make_tracer:
 # -- gaps found while writing these tests (bugs: see the reasons) --------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a traced generator's output (honeyhive_outputs.result, built from the "
-    "yielded items in decorator.rs CallScope) never goes through the redaction hook",
-)
 def test_a_generator_output_is_redacted(make_tracer: Make) -> None:
     t = make_tracer(test_mode=True, redact=docs_redact)
 
@@ -330,11 +325,6 @@ def test_a_generator_output_is_redacted(make_tracer: Make) -> None:
     assert "gen-secret" not in span_text(t.finished_spans()[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: @trace(metadata=...) is flattened when the function is decorated, so a "
-    "hook installed afterwards (HoneyHiveTracer.init(redact=...) in main()) never sees it",
-)
 def test_static_decorator_metadata_is_redacted_by_a_hook_installed_later(
     make_tracer: Make,
 ) -> None:

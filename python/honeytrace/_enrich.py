@@ -25,6 +25,7 @@ _NAMESPACES = (
 
 def _tracer_for(tracer: Optional[TracerLike]) -> Optional[TracerLike]:
     """Explicit > the tracer of the current honeytrace span > the default tracer."""
+    tracer = _registry.checked(tracer, "enrich")
     if tracer is not None:
         return tracer
     found: Optional[TracerLike] = _registry.of_span(trace.get_current_span()) or _registry.default()
@@ -37,9 +38,13 @@ def _merge_metadata(
     extra: dict[str, Any],
 ) -> Optional[dict[str, Any]]:
     """HoneyHive: ``attributes`` and unknown keywords go to metadata (keywords win)."""
+    if not isinstance(attributes, dict):
+        if attributes is not None:
+            _core._invalid_argument("enrich_span(attributes=...)")
+        attributes = None
     if not attributes and not extra:
         return metadata
-    merged = dict(metadata or {})
+    merged = dict(metadata) if isinstance(metadata, dict) else {}
     merged.update(attributes or {})
     merged.update(extra)
     return merged
@@ -80,8 +85,13 @@ def enrich_span(
         "user_properties": user_properties,
     }
     if event_id is not None:
-        return _update_event(_tracer_for(tracer), str(event_id), values, error)
-    items: list[tuple[str, Any]] = [(ns, values[k]) for k, ns in _NAMESPACES if values[k]]
+        if not isinstance(event_id, str):
+            _core._invalid_argument("enrich_span(event_id=...)")
+            return False
+        return _update_event(_tracer_for(tracer), event_id, values, error)
+    items: list[tuple[str, Any]] = [
+        (ns, values[k]) for k, ns in _NAMESPACES if values[k] is not None
+    ]
     if error is not None:
         items.append(("honeyhive_error", error))
     return _core.enrich(trace.get_current_span(), items)
@@ -143,6 +153,9 @@ def enrich_session(
     tracer = _tracer_for(tracer)
     if tracer is None:
         return False
+    if session_id is not None and not isinstance(session_id, str):
+        _core._invalid_argument("enrich_session(session_id=...)")
+        session_id = None
     sid = session_id or baggage.get_baggage("session_id") or tracer.session_id
     values = {
         "metadata": _merge_metadata(metadata, None, kwargs),
@@ -193,8 +206,8 @@ class enrich_span_context(contextlib.ContextDecorator):
         event_type: Optional[str] = None,
     ) -> None:
         self._spec = _core.TraceSpec(
-            str(event_name),
-            tracer=tracer._core if tracer is not None else None,
+            event_name,
+            tracer=_registry.checked(tracer, "enrich_span_context"),
             event_type=event_type,
             event_id=event_id,
             session_id=session_id,
@@ -223,6 +236,8 @@ class enrich_span_context(contextlib.ContextDecorator):
         return scope.span
 
     def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        if not self._stack:  # __exit__ without __enter__: nothing to end
+            return
         scope, token = self._stack.pop()
         if scope is None:
             return

@@ -42,7 +42,7 @@ class TracerProvider(trace.TracerProvider):
         return rust  # type: ignore[return-value]
 
     def force_flush(self, timeout_millis: Any = 30000) -> bool:
-        seconds = _millis(timeout_millis)
+        seconds = millis_to_seconds(timeout_millis)
         if self._core is None:
             return _core.flush_all(seconds)
         return self._core.flush(seconds)
@@ -62,11 +62,14 @@ class TracerProvider(trace.TracerProvider):
         )
 
 
-def _millis(value: Any) -> Any:
-    """Milliseconds to seconds; anything unusable is handed on for the engine to
-    count and replace by the default."""
+def millis_to_seconds(value: Any) -> Any:
+    """Milliseconds to seconds (an integer too large for a float: infinity); anything
+    unusable is handed on for the engine to count and replace by the default."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value / 1000.0
+        try:
+            return value / 1000.0
+        except OverflowError:
+            return float("inf") if value > 0 else 0.0
     return value
 
 

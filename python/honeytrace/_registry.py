@@ -39,6 +39,15 @@ _lock = threading.Lock()
 _tracers: dict[int, Any] = {}
 
 
+def checked(tracer: Any, where: str) -> Any:
+    """``tracer`` if it is a HoneyHiveTracer (or None); anything else is an invalid
+    argument, counted and logged, and treated as None (the default tracer)."""
+    if tracer is None or isinstance(getattr(tracer, "_core", None), _core.TracerCore):
+        return tracer
+    _core._invalid_argument(f"{where}(tracer=...)")
+    return None
+
+
 def add(tracer: Any) -> int:
     """Register ``tracer``; returns how many are live."""
     with _lock:

@@ -27,6 +27,7 @@ from ._enrich import enrich_session as _enrich_session
 from ._enrich import enrich_span as _enrich_span
 from ._enrich import enrich_span_context
 from ._log import logger
+from . import _otel
 from ._otel import Tracer, TracerProvider, install_global
 from ._threads import instrument_threads
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # typing_extensions is only needed by type checkers
 # Each tracer has an export thread: many live tracers usually means init() per request.
 _MANY_TRACERS = 32
 # How long the exit hook waits for engine calls that are running Python code to end.
-_EXIT_WAIT = 1.0
+_EXIT_WAIT = 5.0
 _T = TypeVar("_T")
 _lock = threading.Lock()
 _announced: set[str] = set()
@@ -271,6 +272,8 @@ class HoneyHiveTracer:
     def trace(self, name: Optional[str] = None, **kwargs: Any) -> Any:
         """``@tracer.trace(event_type=...)`` decorates with this tracer;
         ``with tracer.trace("name"):`` runs the block in a span of this tracer."""
+        kwargs.pop("tracer", None)
+        _check_options("trace", kwargs)
         return _TraceOrSpan(self, name, kwargs)
 
     def enrich_span(self, *args: Any, **kwargs: Any) -> bool:
@@ -352,13 +355,12 @@ class HoneyHiveTracer:
 
 
 def _timeout(seconds: Any, millis: Any) -> Any:
-    """Seconds from ``timeout`` or ``timeout_millis`` (OpenTelemetry's spelling); the
-    engine checks the value (NaN, negative, not a number: the default, counted)."""
+    """Seconds from ``timeout`` or ``timeout_millis`` (OpenTelemetry's spelling). The
+    engine checks the value: NaN or not a number gives the default (counted as an
+    invalid argument), a negative value no wait, infinity or a huge one a day."""
     if seconds is not None:
         return seconds
-    if isinstance(millis, (int, float)) and not isinstance(millis, bool):
-        return millis / 1000.0
-    return millis
+    return _otel.millis_to_seconds(millis)
 
 
 class _TraceOrSpan:
@@ -379,10 +381,17 @@ class _TraceOrSpan:
         return _decorate(func, opts)  # type: ignore[no-any-return]
 
     def __enter__(self) -> Any:
-        self._cm = enrich_span_context(self._name or "span", tracer=self._tracer, **self._kwargs)
+        opts = dict(self._kwargs)
+        name = opts.pop("event_name", None) or self._name or "span"
+        # Options about a function's arguments and result mean nothing for a block.
+        for k in ("capture_inputs", "capture_outputs", "ignore_inputs"):
+            opts.pop(k, None)
+        self._cm = enrich_span_context(name, tracer=self._tracer, **opts)
         return self._cm.__enter__()
 
     def __exit__(self, *exc: Any) -> Any:
+        if self._cm is None:  # __exit__ without __enter__
+            return None
         return self._cm.__exit__(*exc)
 
 
@@ -398,7 +407,9 @@ async def _to_thread(fn: Callable[..., _T], *args: Any) -> _T:
 def set_default_tracer(tracer: HoneyHiveTracer) -> None:
     """Make ``tracer`` the default: bare ``@trace`` and OpenTelemetry instrumentation
     spans outside any honeytrace span go to it."""
-    tracer._core.make_default()
+    checked = _registry.checked(tracer, "set_default_tracer")
+    if checked is not None:
+        checked._core.make_default()
 
 
 def get_default_tracer() -> Optional[HoneyHiveTracer]:
@@ -420,6 +431,7 @@ def flush(
 ) -> bool:
     """Flush one tracer, or every tracer when called without one."""
     t = _timeout(timeout, timeout_millis)
+    tracer = _registry.checked(tracer, "flush")
     if tracer is not None:
         return tracer.flush(t)
     ok = _core.flush_all(t)

@@ -214,6 +214,12 @@ pub fn _logs_pending() -> bool {
     diag::has_pending()
 }
 
+/// Count (and log, rate-limited) an invalid argument found by the Python layer.
+#[honeytrace_macros::function]
+pub fn _invalid_argument(what: &str) {
+    invalid_argument(what);
+}
+
 /// The number of internal errors (contained panics) so far, process-wide.
 #[honeytrace_macros::function]
 pub fn internal_errors() -> u64 {

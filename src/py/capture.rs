@@ -124,9 +124,16 @@ impl UserCode {
 
 static REDACTOR: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
 static HAS_REDACTOR: AtomicBool = AtomicBool::new(false);
+/// Bumped on every change of the hook (values captured earlier are captured again).
+static REDACTOR_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn redactor_generation() -> u64 {
+    REDACTOR_GENERATION.load(Ordering::Acquire)
+}
 
 pub fn set_redactor(hook: Option<Py<PyAny>>) {
     HAS_REDACTOR.store(hook.is_some(), Ordering::Release);
+    REDACTOR_GENERATION.fetch_add(1, Ordering::AcqRel);
     let old = std::mem::replace(
         &mut *REDACTOR.lock().unwrap_or_else(PoisonError::into_inner),
         hook,
@@ -316,13 +323,36 @@ enum Stop {
     Depth,
 }
 
+/// The decimal digits of a Python int, also of a subclass (an `IntEnum`, a class with
+/// its own `__str__`): `int.__repr__` is C code and always gives digits. None past
+/// the interpreter's limit on digits.
+fn int_digits(obj: &Bound<'_, PyAny>) -> Option<String> {
+    let py = obj.py();
+    let r = py
+        .get_type::<PyInt>()
+        .getattr(intern!(py, "__repr__"))
+        .and_then(|f| f.call1((obj,)))
+        .ok()?;
+    let s = pystr::text(r.cast::<PyString>().ok()?).into_owned();
+    let digits = s.strip_prefix('-').unwrap_or(&s);
+    (!digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit())).then_some(s)
+}
+
+/// True for the exact builtin containers, whose items are read without user code.
+fn builtin_container(obj: &Bound<'_, PyAny>) -> bool {
+    obj.is_exact_instance_of::<PyList>()
+        || obj.is_exact_instance_of::<PyTuple>()
+        || obj.is_exact_instance_of::<PySet>()
+        || obj.is_exact_instance_of::<PyFrozenSet>()
+}
+
 /// The items of `obj` (any iterable) as a list made at the C level.
-fn snapshot<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyList>> {
+fn snapshot<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
     // SAFETY: attached (we hold a Bound); PySequence_List returns a new reference or
     // NULL with an exception set.
     let list =
-        unsafe { Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PySequence_List(obj.as_ptr())) };
-    list.ok().and_then(|l| l.cast_into::<PyList>().ok())
+        unsafe { Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PySequence_List(obj.as_ptr())) }?;
+    Ok(list.cast_into::<PyList>()?)
 }
 
 /// Whether a writer may run user code (asked once, at the first need).
@@ -345,6 +375,8 @@ pub struct JsonWriter {
     redact: Option<(Py<PyAny>, String)>,
     /// Permission to run user code, asked for at the first need.
     user: UserState,
+    /// Items written by `array_item`.
+    items: usize,
 }
 
 impl JsonWriter {
@@ -357,7 +389,14 @@ impl JsonWriter {
             stack: Vec::new(),
             redact: None,
             user: UserState::NotAsked,
+            items: 0,
         }
+    }
+
+    /// A writer whose entries go through the process's redaction hook, their paths
+    /// starting at `path`.
+    pub fn redacted(py: Python<'_>, budget: usize, path: &str) -> Self {
+        Self::new(budget).with_redactor(redactor(py), path)
     }
 
     /// Redact nested entries with `hook`, their paths starting at `path`.
@@ -602,10 +641,15 @@ impl JsonWriter {
     }
 
     fn iterable(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Captured<()> {
-        self.nested(obj, depth, |w| {
-            if let Some(items) = snapshot(obj) {
-                w.seq(&items, depth)
-            } else {
+        // A subclass may iterate in its own `__iter__`: user code.
+        if !builtin_container(obj) && !self.user_code() {
+            self.note(EXITING);
+            return Ok(());
+        }
+        self.nested(obj, depth, |w| match snapshot(obj) {
+            Ok(items) => w.seq(&items, depth),
+            Err(e) => {
+                classify(obj.py(), e)?;
                 w.note("<unreadable>");
                 Ok(())
             }
@@ -630,9 +674,9 @@ impl JsonWriter {
             match obj.extract::<i64>() {
                 Ok(i) => self.raw(itoa::Buffer::new().format(i)),
                 // Arbitrary-precision integers are valid JSON numbers as digits.
-                Err(_) => match obj.str() {
-                    Ok(s) => self.raw(&pystr::text(&s)),
-                    Err(_) => self.note("<int>"),
+                Err(_) => match int_digits(obj) {
+                    Some(s) => self.raw(&s),
+                    None => self.note("<int>"),
                 },
             }
             return Ok(());
@@ -803,8 +847,11 @@ impl JsonWriter {
             return Ok(done);
         }
         if is(&t.mapping) {
-            if let Ok(items) = obj.call_method0(intern!(py, "items")) {
-                if let Some(list) = snapshot(&items) {
+            match obj
+                .call_method0(intern!(py, "items"))
+                .and_then(|items| snapshot(&items))
+            {
+                Ok(list) => {
                     return self.nested(obj, depth, |w| {
                         let pairs = list
                             .iter()
@@ -813,6 +860,7 @@ impl JsonWriter {
                         w.object(pairs, depth)
                     });
                 }
+                Err(e) => classify(py, e)?,
             }
         }
         if let Ok(d) = obj.getattr(intern!(py, "__dict__")) {
@@ -888,11 +936,13 @@ impl JsonWriter {
     }
 
     pub fn array_item(&mut self, item: &Bound<'_, PyAny>) -> Captured<()> {
-        let first = self.out.len() == 1;
+        let first = self.items == 0;
         if !self.item_room(first, false) {
             return Ok(());
         }
-        self.value(item, 1)
+        let index = self.items;
+        self.items += 1;
+        self.entry(itoa::Buffer::new().format(index), item, 1)
     }
 
     pub fn end_array(&mut self) {
@@ -1040,13 +1090,30 @@ fn flatten_inner(
         }
         Some(kids)
     } else if container {
-        snapshot(value).map(|items| {
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (i.to_string(), v))
-                .collect()
-        })
+        // A subclass iterates in its own `__iter__`: user code.
+        let user = if builtin_container(value) {
+            None
+        } else {
+            match UserCode::open() {
+                Some(u) => Some(u),
+                None => return Ok(()),
+            }
+        };
+        let items = match snapshot(value) {
+            Ok(items) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i.to_string(), v))
+                    .collect(),
+            ),
+            Err(e) => {
+                classify(value.py(), e)?;
+                None
+            }
+        };
+        drop(user);
+        items
     } else {
         None
     };

@@ -17,7 +17,7 @@ use crate::engine::tracer::restart_link_of;
 use crate::py::boundary::{Degrade, Section};
 use crate::py::bridge::bridge;
 use crate::py::capture::{
-    self, budget_str, capture_into, flatten, suppressed, Captured, Interrupt, JsonWriter,
+    self, capture_into, flatten, suppressed, Captured, Interrupt, JsonWriter,
 };
 use crate::py::convert::{dict_items, from_mapping, lenient_text, value_to_py};
 use crate::py::handle::{default_handle, Handle};
@@ -67,6 +67,8 @@ pub struct TraceSpec {
     /// No static attribute is a stamp key: stamping needs no scans.
     fresh: bool,
     static_attrs: Vec<KeyValue>,
+    /// Options whose values are flattened (metadata, config, ...), kept as given.
+    flattened: Option<Flattened>,
     explicit: Explicit,
     /// Explicit session/project/source for the baggage of children (key, value).
     bag_overrides: Vec<(Py<PyString>, Py<PyString>)>,
@@ -91,6 +93,7 @@ impl Degrade for TraceSpec {
             static_name: None,
             fresh: true,
             static_attrs: Vec::new(),
+            flattened: None,
             explicit: Explicit::default(),
             bag_overrides: Vec::new(),
             tracer: None,
@@ -101,6 +104,37 @@ impl Degrade for TraceSpec {
             reduce: Mutex::new(None),
             disabled: true,
         }
+    }
+}
+
+/// A decorator's flattened options: flattened again when the tracer's budget or the
+/// redaction hook differs from the last time (a decorator is usually applied before
+/// the tracer exists and the hook is set), cached otherwise.
+struct Flattened {
+    values: Vec<(&'static str, Py<PyAny>)>,
+    /// (budget, redaction hook generation) -> the attributes.
+    cache: Mutex<Option<((usize, u64), Arc<Vec<KeyValue>>)>>,
+}
+
+impl Flattened {
+    fn attributes(&self, py: Python<'_>, budget: usize, intern: bool) -> Captured<Arc<Vec<KeyValue>>> {
+        let key = (budget, capture::redactor_generation());
+        if let Some((k, attrs)) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            if *k == key {
+                return Ok(attrs.clone());
+            }
+        }
+        let mut attrs = Vec::new();
+        for (ns, v) in &self.values {
+            flatten(ns, v.bind(py), budget, &mut attrs)?;
+        }
+        let attrs = Arc::new(if intern {
+            attrs.into_iter().map(interned_kv).collect()
+        } else {
+            attrs
+        });
+        *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = Some((key, attrs.clone()));
+        Ok(attrs)
     }
 }
 
@@ -264,6 +298,9 @@ impl TraceSpec {
             self.static_attrs.len() + 8 + self.params.as_ref().map_or(2, Vec::len),
         );
         attrs.extend(self.static_attrs.iter().cloned());
+        if let Some(f) = &self.flattened {
+            attrs.extend(f.attributes(py, budget, self.static_name.is_some())?.iter().cloned());
+        }
         if self.capture_inputs {
             self.capture_args(args, kwargs, budget, &mut attrs)?;
         }
@@ -416,7 +453,7 @@ impl TraceSpec {
                 attrs.push(KeyValue::new(key, v));
             }
         }
-        for (ns, v) in [
+        let values: Vec<(&'static str, Py<PyAny>)> = [
             ("honeyhive_config", config),
             ("honeyhive_metadata", metadata),
             ("honeyhive_metrics", metrics),
@@ -424,10 +461,17 @@ impl TraceSpec {
             ("honeyhive_user_properties", user_properties),
             ("honeyhive_inputs", inputs),
             ("honeyhive_outputs", outputs),
-        ] {
-            if let Some(v) = given(v) {
-                flatten(ns, &v, budget, &mut attrs)?;
-            }
+        ]
+        .into_iter()
+        .filter_map(|(ns, v)| given(v).map(|v| (ns, v.unbind())))
+        .collect();
+        let flattened = (!values.is_empty()).then(|| Flattened {
+            values,
+            cache: Mutex::new(None),
+        });
+        if let Some(f) = &flattened {
+            // Checked now, so a bad value fails at decoration, as before.
+            f.attributes(py, budget, false)?;
         }
         let mut bag_overrides = Vec::new();
         for (k, v) in [("session_id", &sid), ("project", &proj), ("source", &src)] {
@@ -484,7 +528,8 @@ impl TraceSpec {
                 })
                 .collect()
         });
-        let fresh = !attrs.iter().any(|kv| is_stamp_key(kv.key.as_str()));
+        // Flattened keys are known only per tracer (their budget): scan for stamps then.
+        let fresh = flattened.is_none() && !attrs.iter().any(|kv| is_stamp_key(kv.key.as_str()));
         // A decorator's spec lives as long as the code and is cloned into every span:
         // its text is interned. A one-off spec (`enrich_span_context`, whose values
         // change per call) must not fill the process-wide intern table.
@@ -504,6 +549,7 @@ impl TraceSpec {
                 None
             },
             fresh,
+            flattened,
             name: Arc::from(name.as_str()),
             static_attrs: if long_lived {
                 attrs.into_iter().map(interned_kv).collect()
@@ -537,6 +583,11 @@ impl TraceSpec {
         if let Ok(r) = self.reduce.try_lock() {
             if let Some(r) = r.as_ref() {
                 visit.call(r)?;
+            }
+        }
+        if let Some(f) = &self.flattened {
+            for (_, v) in &f.values {
+                visit.call(v)?;
             }
         }
         Ok(())
@@ -696,33 +747,43 @@ impl CallScope {
             .started
     }
 
-    fn write_stream(&self, span: &PySpan) {
-        let mut st = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
-        let value: Value = if st.all_text {
-            budget_str(&st.text, self.budget).into()
-        } else {
-            match st.json.take() {
-                Some(mut w) => {
-                    w.end_array();
-                    w.finish().into()
-                }
-                None => return,
-            }
+    /// A stream's output: the text of an all-text stream (through the redaction hook
+    /// as one value), else the JSON array of its items (each through the hook as it
+    /// came).
+    fn write_stream(&self, py: Python<'_>, span: &PySpan) -> Captured<()> {
+        let (text, json, count) = {
+            let mut st = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
+            let text = st.all_text.then(|| std::mem::take(&mut st.text));
+            (text, st.json.take(), st.count)
         };
-        span.set_many(vec![
-            KeyValue::new(keys::OUTPUT, value),
-            KeyValue::new(
-                "honeyhive_metadata.stream_chunks",
-                i64::try_from(st.count).unwrap_or(i64::MAX),
+        let mut kvs = vec![KeyValue::new(
+            "honeyhive_metadata.stream_chunks",
+            i64::try_from(count).unwrap_or(i64::MAX),
+        )];
+        let captured = match (text, json) {
+            (Some(text), _) => capture_into(
+                keys::OUTPUT,
+                PyString::new(py, &text).as_any(),
+                self.budget,
+                &mut kvs,
             ),
-        ]);
+            (None, Some(mut w)) => {
+                w.end_array();
+                kvs.push(KeyValue::new(keys::OUTPUT, Value::from(w.finish())));
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        };
+        span.set_many(kvs);
+        captured
     }
 
     fn fail_inner(&self, exc: &Bound<'_, PyAny>) {
         let Some(span) = &self.span else { return };
         let span = span.get();
         if self.stream_started() {
-            self.write_stream(span);
+            // An interrupt raised by the hook here is not the error being recorded.
+            let _ = self.write_stream(exc.py(), span);
         }
         if !exc.is_instance_of::<pyo3::exceptions::PyBaseException>() {
             crate::py::boundary::invalid_argument("CallScope.error");
@@ -785,7 +846,7 @@ impl CallScope {
         if !st.started {
             st.started = true;
             st.all_text = true;
-            let mut w = JsonWriter::new(self.budget);
+            let mut w = JsonWriter::redacted(item.py(), self.budget, keys::OUTPUT.as_str());
             w.begin_array();
             st.json = Some(w);
         }
@@ -807,13 +868,15 @@ impl CallScope {
 
     /// The generator finished (exhausted or returned `value`).
     #[pyo3(signature = (value=None))]
-    fn finish_stream(&self, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn finish_stream(&self, py: Python<'_>, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let Some(span) = &self.span else {
             return Ok(());
         };
         let span = span.get();
         if self.stream_started() {
-            self.write_stream(span);
+            let captured = self.write_stream(py, span);
+            span.end_at(None);
+            return captured.map_err(PyErr::from);
         } else if let Some(v) = value.filter(|v| !v.is_none()) {
             return finish_ok(span, v, self.capture_outputs, self.budget).map_err(PyErr::from);
         }

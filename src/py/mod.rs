@@ -78,6 +78,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tracer::shutdown_all, m)?)?;
     m.add_function(wrap_pyfunction!(tracer::uuid4, m)?)?;
     m.add_function(wrap_pyfunction!(boundary::internal_errors, m)?)?;
+    m.add_function(wrap_pyfunction!(boundary::_invalid_argument, m)?)?;
     m.add_function(wrap_pyfunction!(boundary::_mark_exiting, m)?)?;
     m.add_function(wrap_pyfunction!(boundary::_take_logs, m)?)?;
     m.add_function(wrap_pyfunction!(boundary::_logs_pending, m)?)?;

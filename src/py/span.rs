@@ -373,8 +373,8 @@ impl PySpan {
 
     /// A decorated call returned `result`: restore the context `TraceSpec.enter`
     /// attached, capture the result, end the span. Returns `result`.
-    #[fallback(Python::attach(|py| Ok(py.None())))]
-    fn _done(&self, py: Python<'_>, result: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    #[fallback(Ok(result.clone().unbind()))]
+    fn _done(&self, py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         // One lock for the token and the span (the hot path of every decorated call).
         let (token, rec) = {
             let mut st = self.lock();
@@ -386,7 +386,7 @@ impl PySpan {
         if let (Some(mut rec), Some(call), Some(h)) = (rec, self.call, self.handle.as_ref()) {
             let mut kv = Vec::new();
             let captured = if call.outputs {
-                capture_into(keys::OUTPUT, result.bind(py), call.budget, &mut kv)
+                capture_into(keys::OUTPUT, result, call.budget, &mut kv)
             } else {
                 Ok(())
             };
@@ -395,7 +395,7 @@ impl PySpan {
             h.core.finish(rec, None);
             captured.map_err(PyErr::from)?;
         }
-        Ok(result)
+        Ok(result.clone().unbind())
     }
 
     /// A decorated call raised `exc` (any BaseException): restore the context, record

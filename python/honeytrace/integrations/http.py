@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from .. import _core
+from .. import _core, _registry
 from .._registry import TracerLike
 from .._wrappers import attach, restore
 from ._common import active_tracer, record_error
@@ -165,7 +165,7 @@ def instrument_http(
     global _hosts, _tracer
     with _lock:
         _hosts = None if baggage_hosts is None else tuple(h.lower() for h in baggage_hosts)
-        _tracer = tracer
+        _tracer = _registry.checked(tracer, "instrument_http")
         done = []
         if _requests():
             done.append("requests")

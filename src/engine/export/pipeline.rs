@@ -361,6 +361,7 @@ fn run(
     loop {
         let turn = next_turn(shared, &mut taken);
         run_jobs(shared, &mut rest, turn.jobs, turn.deadline);
+        let mut exported_a_batch = false;
         while !taken.is_empty() {
             if !turn.due && taken.len() < batch_size {
                 // Not due yet: the remainder goes back ahead of newer spans.
@@ -374,12 +375,16 @@ fn run(
             }
             let batch: Vec<SpanData> = taken.drain(..taken.len().min(batch_size)).collect();
             export_batch(shared, &mut exporter, batch);
+            exported_a_batch = true;
         }
         if turn.flush_exporter {
             exporter.flush();
         }
-        // A turn that completed resets the count of failures in a row.
-        *failures = 0;
+        // A batch handled without a panic ends a run of failures (a turn with nothing
+        // to export, such as a flush, proves nothing).
+        if exported_a_batch {
+            *failures = 0;
+        }
 
         let mut st = shared.lock();
         // A flush is complete only once the exporter flushed after the queue emptied.
