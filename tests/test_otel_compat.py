@@ -350,3 +350,65 @@ def test_start_as_current_span_as_decorator_and_flags(memory_tracer: HoneyHiveTr
     (base,) = spans["base"]
     assert base["status"]["code"] == "UNSET" and base["events"] == []
     assert len(spans["open"]) == 1
+
+
+def test_a_changed_opentelemetry_context_layout_falls_back_to_the_public_api() -> None:
+    """honeytrace reads and sets the context through opentelemetry-api's private
+    layout (checked at import by honeytrace/_compat.py). When that layout differs (here:
+    another runtime context class), it uses the public API instead, says so once, and
+    traces the same."""
+    from conftest import run_python
+
+    out = run_python(
+        """
+        import opentelemetry.context as c
+        from opentelemetry.context.context import _RuntimeContext
+
+        inner = c._RUNTIME_CONTEXT
+
+        class Other(_RuntimeContext):
+            def attach(self, context):
+                return inner.attach(context)
+
+            def get_current(self):
+                return inner.get_current()
+
+            def detach(self, token):
+                inner.detach(token)
+
+        c._RUNTIME_CONTEXT = Other()
+
+        import asyncio
+        from opentelemetry import baggage
+        from opentelemetry import trace as ot
+        import honeytrace
+        from honeytrace import HoneyHiveTracer, trace
+
+        t = HoneyHiveTracer.init(test_mode=True)
+
+        @trace
+        def inner_call():
+            return baggage.get_baggage("session_id")
+
+        @trace
+        async def outer():
+            with t.start_as_current_span("block"):
+                return inner_call()
+
+        assert asyncio.run(outer()) == t.session_id
+        spans = {s["name"].rsplit(".", 1)[-1]: s for s in t.finished_spans()}
+        assert spans["inner_call"]["parent_span_id"] == spans["block"]["span_id"]
+        assert spans["block"]["parent_span_id"] == spans["outer"]["span_id"]
+        assert ot.get_current_span() is ot.INVALID_SPAN
+        print("FAST", honeytrace._compat.FAST)
+        """
+    )
+    assert out.returncode == 0, out.stderr
+    assert "FAST False" in out.stdout
+    assert out.stderr.count("internal context layout") == 1, out.stderr
+
+
+def test_the_private_layout_is_used_when_it_is_the_known_one() -> None:
+    import honeytrace._compat as compat
+
+    assert compat.FAST is True

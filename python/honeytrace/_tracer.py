@@ -15,7 +15,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util import types
 
-from . import _core, _log, _registry, _wrappers
+from . import _core, _log, _otel, _registry, _wrappers
 from ._core import CurrentSpan
 from ._decorators import F, _check_options, _decorate
 from ._distributed import (
@@ -27,7 +27,6 @@ from ._enrich import enrich_session as _enrich_session
 from ._enrich import enrich_span as _enrich_span
 from ._enrich import enrich_span_context
 from ._log import logger
-from . import _otel
 from ._otel import Tracer, TracerProvider, install_global
 from ._threads import instrument_threads
 

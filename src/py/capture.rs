@@ -350,8 +350,9 @@ fn builtin_container(obj: &Bound<'_, PyAny>) -> bool {
 fn snapshot<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
     // SAFETY: attached (we hold a Bound); PySequence_List returns a new reference or
     // NULL with an exception set.
-    let list =
-        unsafe { Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PySequence_List(obj.as_ptr())) }?;
+    let list = unsafe {
+        Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PySequence_List(obj.as_ptr()))
+    }?;
     Ok(list.cast_into::<PyList>()?)
 }
 

@@ -112,14 +112,26 @@ impl Degrade for TraceSpec {
 /// the tracer exists and the hook is set), cached otherwise.
 struct Flattened {
     values: Vec<(&'static str, Py<PyAny>)>,
-    /// (budget, redaction hook generation) -> the attributes.
-    cache: Mutex<Option<((usize, u64), Arc<Vec<KeyValue>>)>>,
+    cache: Mutex<Option<FlattenedCache>>,
 }
 
+/// The attributes flattened last, and for what (budget, redaction hook generation).
+type FlattenedCache = ((usize, u64), Arc<Vec<KeyValue>>);
+
 impl Flattened {
-    fn attributes(&self, py: Python<'_>, budget: usize, intern: bool) -> Captured<Arc<Vec<KeyValue>>> {
+    fn attributes(
+        &self,
+        py: Python<'_>,
+        budget: usize,
+        intern: bool,
+    ) -> Captured<Arc<Vec<KeyValue>>> {
         let key = (budget, capture::redactor_generation());
-        if let Some((k, attrs)) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        if let Some((k, attrs)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             if *k == key {
                 return Ok(attrs.clone());
             }
@@ -299,7 +311,11 @@ impl TraceSpec {
         );
         attrs.extend(self.static_attrs.iter().cloned());
         if let Some(f) = &self.flattened {
-            attrs.extend(f.attributes(py, budget, self.static_name.is_some())?.iter().cloned());
+            attrs.extend(
+                f.attributes(py, budget, self.static_name.is_some())?
+                    .iter()
+                    .cloned(),
+            );
         }
         if self.capture_inputs {
             self.capture_args(args, kwargs, budget, &mut attrs)?;

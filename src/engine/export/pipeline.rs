@@ -509,7 +509,6 @@ impl Pipeline {
     }
 
     fn push_to(&self, shared: &Shared, span: SpanData) {
-        let size = span_bytes(&span);
         let mut st = shared.lock();
         if st.exited {
             drop(st);
@@ -517,6 +516,8 @@ impl Pipeline {
             return;
         }
         let full_count = st.queue.len() >= shared.batch.max_queue_size;
+        // Sized only when it can be queued (the drop path stays cheap under overload).
+        let size = if full_count { 0 } else { span_bytes(&span) };
         if full_count || st.bytes.saturating_add(size) > shared.batch.max_queue_bytes {
             drop(st);
             drop(span);

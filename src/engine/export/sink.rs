@@ -9,19 +9,25 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 /// Counters a user can read with `tracer.stats()`.
+///
+/// The counters the callers' threads write for every span come first, on a cache line
+/// of their own: the export thread writes the others, and two cores writing the same
+/// line would pass it back and forth on every span.
 #[derive(Default, Debug)]
+#[repr(C, align(64))]
 pub struct Stats {
     pub started: AtomicU64,
     pub ended: AtomicU64,
-    pub exported: AtomicU64,
     pub dropped_queue_full: AtomicU64,
     pub dropped_queue_bytes: AtomicU64,
     pub dropped_after_shutdown: AtomicU64,
+    pub filtered: AtomicU64,
+    _callers_line: [u64; 2],
+    pub exported: AtomicU64,
     pub dropped_at_shutdown: AtomicU64,
     pub failed: AtomicU64,
     pub failed_exports: AtomicU64,
     pub retries: AtomicU64,
-    pub filtered: AtomicU64,
     pub api_calls: AtomicU64,
     pub api_calls_failed: AtomicU64,
     pub last_error: Mutex<Option<String>>,
