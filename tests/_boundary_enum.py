@@ -418,25 +418,7 @@ def _reset_globals() -> None:
 
 
 CONFIG_KEYS = tuple(sorted(set(_core.CONFIG_KEYS) | set(_core.LEGACY_KEYS)))
-DECORATOR_OPTIONS = (
-    "event_type",
-    "event_name",
-    "event_id",
-    "config",
-    "metadata",
-    "metrics",
-    "feedback",
-    "inputs",
-    "outputs",
-    "user_properties",
-    "tracer",
-    "session_id",
-    "project",
-    "source",
-    "capture_inputs",
-    "capture_outputs",
-    "ignore_inputs",
-)
+DECORATOR_OPTIONS = tuple(sorted(honeytrace._decorators._OPTIONS))
 ENRICH_NAMES = (*tuple(inspect.signature(honeytrace.enrich_span).parameters)[:-1], "extra")
 SESSION_NAMES = (*tuple(inspect.signature(honeytrace.enrich_session).parameters)[:-1], "extra")
 

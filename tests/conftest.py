@@ -58,6 +58,18 @@ def memory_tracer(make_tracer: Callable[..., HoneyHiveTracer]) -> HoneyHiveTrace
 REPO = Path(__file__).resolve().parent.parent
 
 
+def child_env() -> dict[str, str]:
+    """This process's environment without HoneyHive/OpenTelemetry configuration, with
+    tests/ importable: for child interpreters."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(_CONFIG_PREFIXES) and k not in _CONFIG_NAMES
+    }
+    env["PYTHONPATH"] = os.path.dirname(__file__)
+    return env
+
+
 def run_python(
     code: str,
     env: dict[str, str] | None = None,
@@ -65,12 +77,7 @@ def run_python(
     cwd: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter with a clean HH_/OTEL_ environment."""
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(_CONFIG_PREFIXES) and k not in _CONFIG_NAMES
-    }
-    full_env["PYTHONPATH"] = os.path.dirname(__file__)
+    full_env = child_env()
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -86,4 +93,4 @@ def spans_by_name(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in spans}
 
 
-__all__ = ["REPO", "Receiver", "honeytrace", "run_python", "spans_by_name"]
+__all__ = ["REPO", "Receiver", "child_env", "honeytrace", "run_python", "spans_by_name"]

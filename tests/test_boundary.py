@@ -35,7 +35,7 @@ from _boundary_enum import (
     _self_list,
     stub_listing,
 )
-from conftest import _CONFIG_NAMES, _CONFIG_PREFIXES, REPO
+from conftest import REPO, child_env
 from honeytrace import HoneyHiveTracer, _core, trace
 from otlp_receiver import Receiver, Reply
 
@@ -48,23 +48,12 @@ HUGE_RETRY_AFTER = "18446744073709551615"  # u64::MAX seconds
 # Helpers
 
 
-def _clean_env() -> dict[str, str]:
-    """This environment without HoneyHive/OpenTelemetry settings; tests/ importable."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(_CONFIG_PREFIXES) and k not in _CONFIG_NAMES
-    }
-    env["PYTHONPATH"] = os.path.dirname(__file__)
-    return env
-
-
 def _python(code: str, python: str = sys.executable, timeout: float = 180.0) -> dict[str, Any]:
     """Run ``code`` in a fresh interpreter (clean HH_/OTEL_ environment); it reports
     with ``done(**values)``. A crash or a missing report fails with its stderr."""
     proc = subprocess.run(
         [python, "-c", PRELUDE + textwrap.dedent(code)],
-        env=_clean_env(),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -123,7 +112,7 @@ def enumeration(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("boundary") / "calls.json"
     proc = subprocess.run(
         [sys.executable, os.path.join(os.path.dirname(__file__), "_boundary_enum.py"), str(out)],
-        env=_clean_env(),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=900,

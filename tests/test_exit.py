@@ -23,7 +23,6 @@ Select these with ``-k exit``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+
+from conftest import child_env
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="daemon-thread teardown at exit is a POSIX behaviour"
@@ -48,25 +49,13 @@ CRASH_MARKERS = (
     "internal error in",
     "Traceback",
 )
-_CONFIG_PREFIXES = ("HH_", "OTEL_", "HONEYHIVE_")
-_CONFIG_NAMES = ("SESSION_ID", "SESSION_NAME")
-
-
-def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(_CONFIG_PREFIXES) and k not in _CONFIG_NAMES
-    }
-    env["PYTHONPATH"] = os.path.dirname(__file__)
-    return env
 
 
 def _run_once(script: Path, cwd: Path) -> tuple[Optional[int], str, str]:
     proc = subprocess.Popen(
         [sys.executable, str(script)],
         cwd=str(cwd),
-        env=_env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -25,11 +24,8 @@ from typing import Any, Optional
 
 import pytest
 
-from conftest import spans_by_name
+from conftest import child_env, spans_by_name
 from honeytrace import HoneyHiveTracer, trace
-
-_CONFIG_PREFIXES = ("HH_", "OTEL_", "HONEYHIVE_")
-_CONFIG_NAMES = ("SESSION_ID", "SESSION_NAME")
 
 
 def original_sync(query: str, *, limit: int = 3, **opts: Any) -> list[str]:
@@ -207,22 +203,12 @@ def test_module_level_traced_function_pickles_by_reference(
     assert span["attributes"]["honeyhive_event_type"] == "tool"
 
 
-def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(_CONFIG_PREFIXES) and k not in _CONFIG_NAMES
-    }
-    env["PYTHONPATH"] = os.path.dirname(__file__)
-    return env
-
-
 def _run_script(
     path: Path, *args: str, cwd: Optional[Path] = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(path), *args],
-        env=_env(),
+        env=child_env(),
         cwd=str(cwd or path.parent),
         capture_output=True,
         text=True,
