@@ -441,7 +441,7 @@ impl TraceSpec {
         error: Option<&Bound<'_, PyAny>>,
         capture_inputs: Option<&Bound<'_, PyAny>>,
         capture_outputs: Option<&Bound<'_, PyAny>>,
-        params: Option<Vec<ParamSpec>>,
+        params: Option<&Bound<'_, PyAny>>,
         long_lived: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let text = |v: Option<&Bound<'_, PyAny>>| given(v).map(|v| lenient_text(&v));
@@ -522,11 +522,12 @@ impl TraceSpec {
             }
         }
         let mut defaults = Vec::new();
-        let params = params.map(|ps| {
-            let keep = ps.clone_spec(py);
-            if let Ok(list) = pyo3::types::PyList::new(py, keep) {
-                let _ = reduce.set_item("params", list);
-            }
+        let params = given(params);
+        if let Some(p) = &params {
+            reduce.set_item("params", p)?;
+        }
+        let specs: Option<Vec<ParamSpec>> = params.map(|p| p.extract()).transpose()?;
+        let params = specs.map(|ps| {
             ps.into_iter()
                 .map(|(name, kind, default, skip)| {
                     defaults.push(default);
@@ -693,18 +694,6 @@ impl TraceSpec {
 
 fn given<'py>(v: Option<&Bound<'py, PyAny>>) -> Option<Bound<'py, PyAny>> {
     v.filter(|v| !v.is_none()).cloned()
-}
-
-trait CloneSpec {
-    fn clone_spec(&self, py: Python<'_>) -> Vec<(String, u8, Option<Py<PyAny>>, bool)>;
-}
-
-impl CloneSpec for Vec<ParamSpec> {
-    fn clone_spec(&self, py: Python<'_>) -> Vec<(String, u8, Option<Py<PyAny>>, bool)> {
-        self.iter()
-            .map(|(n, k, d, s)| (n.clone(), *k, d.as_ref().map(|d| d.clone_ref(py)), *s))
-            .collect()
-    }
 }
 
 /// Rebuild a pickled `TraceSpec` (see `TraceSpec.__reduce__`).

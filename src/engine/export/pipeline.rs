@@ -4,8 +4,7 @@
 //! - Nothing blocks the caller: a full queue (in spans or in bytes, counting the batch
 //!   being exported) drops the span and counts it.
 //! - `flush` and `shutdown` wait on a condition variable with a deadline; a hung
-//!   collector cannot hold them longer. `flush_begin`/`flush_done` let a caller wait in
-//!   its own way (Python threads other than the main one poll; see docs/internals.md).
+//!   collector cannot hold them longer.
 //! - The thread is supervised: a panic anywhere in it is counted, logged, and the
 //!   thread starts over with a fresh exporter; the batch in hand is counted as failed.
 //!   After too many failures in a row it stops, says so, and counts what it drops.
@@ -589,8 +588,8 @@ impl Pipeline {
         }
     }
 
-    /// Ask for everything ended so far to be exported; `flush_done` tells when it is.
-    pub fn flush_begin(&self) -> Option<FlushTicket> {
+    /// Ask for everything ended so far to be exported (`flush_wait` waits for it).
+    fn flush_begin(&self) -> Option<FlushTicket> {
         let Sink::Worker { slot, .. } = &self.sink else {
             return None;
         };
@@ -622,16 +621,8 @@ impl Pipeline {
             .then_some(true)
     }
 
-    /// None while the flush is in progress, else whether everything was handled.
-    pub fn flush_done(&self, t: FlushTicket) -> Option<bool> {
-        let Sink::Worker { slot, .. } = &self.sink else {
-            return Some(true);
-        };
-        Self::ticket_state(&slot.get().lock(), t)
-    }
-
     /// Wait for a flush until `until`. Blocking: a Python caller releases the GIL.
-    pub fn flush_wait(&self, t: FlushTicket, until: Instant) -> bool {
+    fn flush_wait(&self, t: FlushTicket, until: Instant) -> bool {
         let Sink::Worker { slot, .. } = &self.sink else {
             return true;
         };
@@ -667,14 +658,6 @@ impl Pipeline {
             st.shutdown_deadline = Some(deadline);
             drop(st);
             shared.wake.notify_all();
-        }
-    }
-
-    /// True once the export thread has stopped (or there is none).
-    pub fn has_exited(&self) -> bool {
-        match &self.sink {
-            Sink::Worker { slot, .. } => slot.get().lock().exited,
-            _ => true,
         }
     }
 
