@@ -35,6 +35,7 @@ use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
     PyTuple, PyType,
 };
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -233,10 +234,21 @@ fn json_len(s: &str) -> usize {
         .sum::<usize>()
 }
 
+/// Whether `s` as a JSON string fits in `room` bytes. Escapes only lengthen: a string
+/// longer than the room is not read, nor one that fits even with every byte escaped.
+fn fits_json(s: &str, room: usize) -> bool {
+    s.len() + 2 <= room && (s.len().saturating_mul(6) + 2 <= room || json_len(s) <= room)
+}
+
 /// Append `s` as a JSON string, stopping before the content exceeds `max` bytes (on a
 /// character and escape boundary). Returns whether all of `s` was written; the caller
-/// closes the quote.
+/// closes the quote. Reads at most `max` bytes of `s`: every byte writes at least one.
 fn push_escaped(out: &mut String, s: &str, max: usize) -> bool {
+    let head = cut(s, max);
+    push_escaped_within(out, head, max) && head.len() == s.len()
+}
+
+fn push_escaped_within(out: &mut String, s: &str, max: usize) -> bool {
     let limit = out.len() + max;
     let mut start = 0;
     for (i, &c) in s.as_bytes().iter().enumerate() {
@@ -434,7 +446,8 @@ impl JsonWriter {
         if self.truncated {
             return;
         }
-        if json_len(s) <= self.room() {
+        let room = self.room();
+        if fits_json(s, room) {
             push_json_str(&mut self.out, s);
             return;
         }
@@ -451,7 +464,7 @@ impl JsonWriter {
 
     /// A short marker string that is a value, not a truncation (`"<cycle>"`).
     fn note(&mut self, s: &str) {
-        if json_len(s) <= self.room() {
+        if fits_json(s, self.room()) {
             push_json_str(&mut self.out, s);
         } else {
             self.stop_value();
@@ -583,22 +596,23 @@ impl JsonWriter {
         Ok(())
     }
 
-    fn key_text(&mut self, k: &Bound<'_, PyAny>) -> Captured<String> {
+    fn key_text<'k>(&mut self, k: &'k Bound<'_, PyAny>) -> Captured<Cow<'k, str>> {
         if let Ok(s) = k.cast::<PyString>() {
-            return Ok(pystr::text(s).into_owned());
+            return Ok(pystr::text(s));
         }
         if k.is_instance_of::<PyInt>() || k.is_instance_of::<PyFloat>() || k.is_none() {
-            return Ok(k
-                .str()
-                .map(|s| pystr::text(&s).into_owned())
-                .unwrap_or_default());
+            return Ok(Cow::Owned(
+                k.str()
+                    .map(|s| pystr::text(&s).into_owned())
+                    .unwrap_or_default(),
+            ));
         }
         if !self.user_code() {
-            return Ok(type_name(k));
+            return Ok(Cow::Owned(type_name(k)));
         }
         match k.str() {
-            Ok(s) => Ok(pystr::text(&s).into_owned()),
-            Err(e) => classify(k.py(), e).map(|()| type_name(k)),
+            Ok(s) => Ok(Cow::Owned(pystr::text(&s).into_owned())),
+            Err(e) => classify(k.py(), e).map(|()| Cow::Owned(type_name(k))),
         }
     }
 
@@ -617,7 +631,7 @@ impl JsonWriter {
             }
             let key = self.key_text(&k)?;
             // The key and its colon must fit with room for a value.
-            if json_len(&key) + 1 + 2 > self.room() {
+            if !fits_json(&key, self.room().saturating_sub(1 + 2)) {
                 if !first {
                     // The comma is written; the marker entry follows it.
                 }
@@ -1087,7 +1101,7 @@ fn flatten_inner(
         let mut kids = Vec::new();
         let mut w = JsonWriter::new(MIN_BUDGET);
         for (k, v) in crate::py::convert::dict_items(d) {
-            kids.push((w.key_text(&k)?, v));
+            kids.push((w.key_text(&k)?.into_owned(), v));
         }
         Some(kids)
     } else if container {

@@ -100,18 +100,12 @@ pub fn lenient_text(obj: &Bound<'_, PyAny>) -> String {
 
 /// The items of a dict, collected before anything else happens to it.
 pub fn dict_items<'py>(d: &Bound<'py, PyDict>) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    // `PyDict.items()` builds the list at the C level, in one step: nothing the user
-    // wrote can run while it is built, so the dict cannot change size under it.
-    match d.items().cast_into::<PyList>() {
-        Ok(l) => l
-            .iter()
-            .filter_map(|pair| {
-                let t = pair.cast_into::<PyTuple>().ok()?;
-                Some((t.get_item(0).ok()?, t.get_item(1).ok()?))
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    }
+    // Collected in one pass of `PyDict_Next` that runs no Python code (no hashing, no
+    // comparison, only reference counts), so the dict cannot change size under it;
+    // the caller then works on the copy, whatever user code does to the dict.
+    let mut items = Vec::with_capacity(d.len());
+    items.extend(d.iter());
+    items
 }
 
 /// A keyword flag that defaults to True (None or absent means True).
