@@ -17,6 +17,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import traceback
 import types
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -82,6 +83,136 @@ def test_decorator_with_options_keeps_metadata_of_nested_function() -> None:
     assert traced.__wrapped__ is original
     assert traced.custom_attribute == 7
     assert inspect.signature(traced) == inspect.signature(original)
+
+
+# -- wrappers with the function's own parameters ---------------------------------------
+#
+# A plain function without *args/**kwargs gets a wrapper generated with its own
+# parameters; everything else gets the (*args, **kwargs) one. Both must behave alike.
+
+
+def _layouts() -> list[tuple[Any, list[tuple[tuple[Any, ...], dict[str, Any]]]]]:
+    def none() -> str:
+        return "none"
+
+    def pos(a: int, b: int) -> tuple[int, int]:
+        return (a, b)
+
+    def defaults(a: int, b: Any = None, c: str = "c") -> tuple[Any, ...]:
+        return (a, b, c)
+
+    def posonly(a: int, b: int = 2, /, c: int = 3) -> tuple[int, ...]:
+        return (a, b, c)
+
+    def kwonly(a: int, *, k: int, m: int = 9) -> tuple[int, ...]:
+        return (a, k, m)
+
+    def star_only(*, k: int = 1) -> int:
+        return k
+
+    def generic(a: int, *rest: int, **named: int) -> tuple[Any, ...]:
+        return (a, rest, named)
+
+    return [
+        (none, [((), {})]),
+        (pos, [((1, 2), {}), ((1,), {"b": 2}), ((), {"b": 2, "a": 1})]),
+        (defaults, [((1,), {}), ((1, 2), {}), ((1,), {"c": "x"}), ((1, 2, "y"), {})]),
+        (posonly, [((1,), {}), ((1, 5), {"c": 6}), ((1, 5, 6), {})]),
+        (kwonly, [((1,), {"k": 2}), ((1,), {"k": 2, "m": 3}), ((), {"a": 1, "k": 2})]),
+        (star_only, [((), {}), ((), {"k": 4})]),
+        (generic, [((1,), {}), ((1, 2, 3), {"x": 4})]),
+    ]
+
+
+def test_own_parameter_wrappers_pass_arguments_as_the_function_receives_them(
+    memory_tracer: HoneyHiveTracer,
+) -> None:
+    calls = 0
+    for func, cases in _layouts():
+        traced = trace(func)
+        assert inspect.signature(traced) == inspect.signature(func)
+        for args, kwargs in cases:
+            assert traced(*args, **kwargs) == func(*args, **kwargs), (func, args, kwargs)
+            calls += 1
+    spans = memory_tracer.finished_spans()
+    assert calls == 18
+    assert len(spans) == calls
+    # Captured inputs name every parameter, defaults included, whichever wrapper ran.
+    by_name = {s["name"].rsplit(".", 1)[-1]: s["attributes"] for s in spans}
+    kw = by_name["kwonly"]
+    assert (kw["honeyhive_inputs.a"], kw["honeyhive_inputs.k"]) == (1, 2)
+    assert kw["honeyhive_inputs.m"] == 9
+    assert json.loads(by_name["generic"]["honeyhive_inputs.named"]) == {"x": 4}
+
+
+def test_own_parameter_wrappers_raise_what_the_function_raises() -> None:
+    for func, _ in _layouts():
+        if func.__name__ == "generic":  # takes anything
+            continue
+        traced = trace(func)
+        for args, kwargs in [((object(),) * 5, {}), ((), {"unexpected": 1})]:
+            with pytest.raises(TypeError) as plain:
+                func(*args, **kwargs)
+            with pytest.raises(TypeError) as wrapped:
+                traced(*args, **kwargs)
+            assert str(wrapped.value) == str(plain.value), func
+
+    error = ValueError("boom")
+
+    def fails(x: int) -> None:
+        raise error
+
+    with pytest.raises(ValueError) as raised:
+        trace(fails)(1)
+    assert raised.value is error
+    # The wrapper's source is in linecache, so tracebacks show its lines.
+    text = "".join(
+        traceback.format_exception(type(raised.value), raised.value, raised.value.__traceback__)
+    )
+    assert "_ht_func(x)" in text
+
+
+def test_own_parameter_wrappers_keep_default_objects() -> None:
+    shared: list[int] = []
+
+    def append(x: int, into: list[int] = shared, *, tag: Optional[list[int]] = shared) -> bool:
+        into.append(x)
+        return into is shared and tag is shared
+
+    traced = trace(append)
+    assert traced(1) is True
+    assert shared == [1]
+    assert traced.__defaults__ == (shared,)
+    assert traced.__defaults__[0] is shared
+
+
+def test_parameter_names_the_generated_wrapper_uses_fall_back_to_the_generic_one() -> None:
+    def odd(_ht_scope: int, BaseException: int = 2) -> int:
+        return _ht_scope + BaseException
+
+    traced = trace(odd)
+    assert traced(1) == 3
+    assert traced(_ht_scope=1, BaseException=5) == 6
+    # Parameter names that are not identifiers (a rewritten code object) are never
+    # written into generated source.
+    code = odd.__code__.replace(co_varnames=("a=print('injected')", "b"))
+    weird = types.FunctionType(code, {}, "weird", odd.__defaults__)
+    assert trace(weird)(1) == 3
+
+
+async def _async_layouts() -> list[Any]:
+    async def coro(a: int, b: int = 2, *, k: int = 3) -> tuple[int, ...]:
+        await asyncio.sleep(0)
+        return (a, b, k)
+
+    traced = trace(coro)
+    assert inspect.iscoroutinefunction(traced)
+    return [await traced(1), await traced(1, 5, k=6), await traced(a=7)]
+
+
+def test_own_parameter_wrappers_for_coroutines(memory_tracer: HoneyHiveTracer) -> None:
+    assert asyncio.run(_async_layouts()) == [(1, 2, 3), (1, 5, 6), (7, 2, 3)]
+    assert len(memory_tracer.finished_spans()) == 3
 
 
 # -- binding --------------------------------------------------------------------------

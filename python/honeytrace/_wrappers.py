@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import keyword
+import linecache
+import types
 from collections.abc import AsyncGenerator, Generator
 from typing import Any, Callable, Optional
 
@@ -29,6 +32,9 @@ def restore(token: Any) -> None:
 
 
 def sync(func: Callable[..., Any], spec: _core.TraceSpec) -> Callable[..., Any]:
+    exact = _exact(func, spec, is_async=False)
+    if exact is not None:
+        return exact
     enter = spec.enter
 
     def traced(*args: Any, **kwargs: Any) -> Any:
@@ -44,6 +50,9 @@ def sync(func: Callable[..., Any], spec: _core.TraceSpec) -> Callable[..., Any]:
 
 
 def coroutine(func: Callable[..., Any], spec: _core.TraceSpec) -> Callable[..., Any]:
+    exact = _exact(func, spec, is_async=True)
+    if exact is not None:
+        return exact
     enter = spec.enter
 
     async def traced(*args: Any, **kwargs: Any) -> Any:
@@ -58,6 +67,102 @@ def coroutine(func: Callable[..., Any], spec: _core.TraceSpec) -> Callable[..., 
         return scope._done(result)
 
     return traced
+
+
+# -- Wrappers with the function's own parameters -------------------------------------
+#
+# ``def traced(*args, **kwargs)`` costs a dict and a tuple per call, and a second
+# argument parse when it calls the function. For a plain function whose parameters are
+# positional and/or keyword-only (no ``*args``/``**kwargs``), the wrapper is generated
+# with the same parameters and the same default objects, and passes every argument on
+# by position (keyword-only ones by keyword): the function receives exactly what it
+# would have, ~85 ns sooner (docs/internals.md, "Wrappers"). The source is compiled
+# once per parameter layout and kept in ``linecache`` so tracebacks show it.
+
+_EXACT_MAX_PARAMS = 16
+_EXACT_NAMES = frozenset({"BaseException"})
+_exact_makers: dict[tuple[Any, ...], Callable[..., Callable[..., Any]]] = {}
+_EXACT_MAKERS_MAX = 1024
+
+
+def _exact(func: Any, spec: _core.TraceSpec, *, is_async: bool) -> Optional[Callable[..., Any]]:
+    """A wrapper with ``func``'s own parameters, or None when its signature is not one
+    of the plain layouts (then the ``*args, **kwargs`` wrapper is used)."""
+    if type(func) is not types.FunctionType:
+        return None
+    code = func.__code__
+    if code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS):
+        return None
+    n_pos = code.co_argcount
+    n_kw = code.co_kwonlyargcount
+    if n_pos + n_kw > _EXACT_MAX_PARAMS:
+        return None
+    names = code.co_varnames[: n_pos + n_kw]
+    if any(
+        not n.isidentifier() or keyword.iskeyword(n) or n.startswith("_ht_") or n in _EXACT_NAMES
+        for n in names
+    ):
+        return None
+    defaults = func.__defaults__ or ()
+    kwdefaults = func.__kwdefaults__ or {}
+    key = (
+        names,
+        code.co_posonlyargcount,
+        n_pos,
+        len(defaults),
+        tuple(n for n in names[n_pos:] if n in kwdefaults),
+        is_async,
+    )
+    maker = _exact_makers.get(key)
+    if maker is None:
+        maker = _compile_exact(*key)
+        if len(_exact_makers) < _EXACT_MAKERS_MAX:
+            _exact_makers[key] = maker
+    wrapper = maker(spec.enter, func, defaults, kwdefaults)
+    # Python 3.9 names the function in argument errors by its code's name.
+    wrapper.__code__ = wrapper.__code__.replace(co_name=code.co_name)
+    return wrapper
+
+
+def _compile_exact(
+    names: tuple[str, ...],
+    n_posonly: int,
+    n_pos: int,
+    n_defaults: int,
+    kw_with_default: tuple[str, ...],
+    is_async: bool,
+) -> Callable[..., Callable[..., Any]]:
+    pos, kw = names[:n_pos], names[n_pos:]
+    params: list[str] = []
+    first_default = n_pos - n_defaults
+    for i, n in enumerate(pos):
+        params.append(f"{n}=_ht_d[{i - first_default}]" if i >= first_default else n)
+        if n_posonly and i == n_posonly - 1:
+            params.append("/")
+    if kw:
+        params.append("*")
+        params.extend(f"{n}=_ht_k[{n!r}]" if n in kw_with_default else n for n in kw)
+    args = "".join(f"{n}, " for n in pos)
+    kwargs = "{" + ", ".join(f"{n!r}: {n}" for n in kw) + "}" if kw else "None"
+    call = ", ".join([*pos, *(f"{n}={n}" for n in kw)])
+    a, aw = ("async ", "await ") if is_async else ("", "")
+    source = (
+        "def _ht_make(_ht_enter, _ht_func, _ht_d, _ht_k):\n"
+        f"    {a}def traced({', '.join(params)}):\n"
+        f"        _ht_scope = _ht_enter(({args}), {kwargs})\n"
+        "        try:\n"
+        f"            _ht_result = {aw}_ht_func({call})\n"
+        "        except BaseException as _ht_exc:\n"
+        "            _ht_scope._error(_ht_exc)\n"
+        "            raise\n"
+        "        return _ht_scope._done(_ht_result)\n"
+        "    return traced\n"
+    )
+    filename = f"<honeytrace wrapper {len(_exact_makers)}>"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, filename, "exec"), namespace)  # parameter names checked above
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return namespace["_ht_make"]  # type: ignore[no-any-return]
 
 
 def _create_in(scope: Any, func: Any, args: Any, kwargs: Any) -> Any:

@@ -66,9 +66,11 @@ class HoneyTraceASGIMiddleware:
             await self.app(scope, receive, send)
             return
 
-        async def traced_send(message: Any) -> None:
+        def traced_send(message: Any) -> Any:
+            # Returns send's awaitable rather than awaiting it in a coroutine of its
+            # own: one coroutine fewer per message; the caller awaits it as usual.
             request.observe(message)
-            await send(message)
+            return send(message)
 
         token = attach(request.context)
         try:
