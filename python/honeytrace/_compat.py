@@ -13,6 +13,7 @@ honeytrace imports a private OpenTelemetry name.
 from __future__ import annotations
 
 import types
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from opentelemetry import baggage as _baggage
@@ -24,17 +25,27 @@ from ._log import logger
 Context = _context.Context
 
 
-def _single_key(ctx: Any) -> Any:
-    """The one key a Context made by a public setter holds (None if not a dict of one)."""
-    if isinstance(ctx, dict) and len(ctx) == 1:
+def _single_key(ctx: Any, own: str) -> Any:
+    """The one key a Context made by a public setter holds. When a Context is not a
+    mapping of one key, honeytrace keeps its own key (``own``): its spans still nest,
+    but OpenTelemetry's ``get_current_span`` no longer sees them (logged)."""
+    if isinstance(ctx, Mapping) and len(ctx) == 1:
         return next(iter(ctx))
-    return None
+    logger.warning(
+        "opentelemetry-api's Context is not a mapping honeytrace can read; honeytrace "
+        "spans nest among themselves but are not visible to OpenTelemetry instrumentation"
+    )
+    return own
 
 
 def _public_keys() -> tuple[Any, Any]:
     """The span and baggage keys, found through the public API."""
-    span_key = _single_key(_trace.set_span_in_context(_trace.INVALID_SPAN, Context()))
-    bag_key = _single_key(_baggage.set_baggage("honeytrace.probe", "1", Context()))
+    span_key = _single_key(
+        _trace.set_span_in_context(_trace.INVALID_SPAN, Context()), "honeytrace-current-span"
+    )
+    bag_key = _single_key(
+        _baggage.set_baggage("honeytrace.probe", "1", Context()), "honeytrace-baggage"
+    )
     return span_key, bag_key
 
 

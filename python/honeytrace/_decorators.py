@@ -5,8 +5,9 @@ plain function for a sync callable (``inspect.isfunction`` holds, ``functools.wr
 metadata and the signature are kept, it pickles by reference and cloudpickles by
 value), and coroutine functions, generators and async generators of their own kind, so
 ``inspect.iscoroutinefunction`` / ``isgeneratorfunction`` / ``isasyncgenfunction`` hold.
-They drive a ``_core.CallScope`` and attach/restore the span's context in the same
-frame (no "Failed to detach context").
+Sync and coroutine wrappers drive the span ``spec.enter`` returns (``_done`` /
+``_error``), generator wrappers a ``_core.CallScope``; each attaches and restores the
+span's context in the same frame (no "Failed to detach context").
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import functools
 import inspect
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
-from . import _core, _log, _wrappers
+from . import _core, _log, _registry, _wrappers
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -65,7 +66,7 @@ def _check_options(where: str, opts: dict[str, Any]) -> None:
     ):
         raise TypeError(f"{where}(): ignore_inputs must be a list of parameter names")
     tracer = opts.get("tracer")
-    if tracer is not None and not hasattr(tracer, "_core"):
+    if tracer is not None and not _registry.is_tracer(tracer):
         raise TypeError(f"{where}(): tracer must be a HoneyHiveTracer")
 
 
@@ -137,7 +138,7 @@ def _decorate(func: Any, opts: dict[str, Any], default_name: Optional[str] = Non
     if not callable(func):
         raise TypeError(f"@trace needs a callable, got {type(func).__name__}")
     spec = _spec(func, opts, default_name)
-    _log.start_pump()
+    _log.drain()  # e.g. the engine's notice that no tracer is live yet
     if inspect.isasyncgenfunction(func):
         wrapper = _wrappers.async_generator(func, spec)
     elif _is_async(func):

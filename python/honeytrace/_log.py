@@ -7,8 +7,9 @@ configures the root logger, the fallback steps aside and propagation takes over.
 
 The engine never calls :mod:`logging` itself (a logging handler may block, and no
 engine frame may wait in Python code; see docs/internals.md). It queues its records,
-and this module emits them: from a small daemon thread (``honeytrace-log``) that
-looks every half second, and at once from every lifecycle call (:func:`drain`).
+and this module emits them: from a small daemon thread (``honeytrace-log``, started
+with the first tracer) that looks every half second, and at once from every
+lifecycle call and decoration (:func:`drain`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any, Callable, Optional
 
 logger = logging.getLogger("honeytrace")
@@ -78,8 +80,8 @@ def drain_at_exit() -> None:
 
 
 def _run() -> None:
-    stop = threading.Event()
-    while not stop.wait(_PUMP_INTERVAL):
+    while True:
+        time.sleep(_PUMP_INTERVAL)
         if _pending is not None and _pending():
             with contextlib.suppress(Exception):
                 drain()

@@ -39,10 +39,15 @@ _lock = threading.Lock()
 _tracers: dict[int, Any] = {}
 
 
+def is_tracer(obj: Any) -> bool:
+    """Whether ``obj`` is a HoneyHiveTracer (anything holding an engine tracer)."""
+    return isinstance(getattr(obj, "_core", None), _core.TracerCore)
+
+
 def checked(tracer: Any, where: str) -> Any:
     """``tracer`` if it is a HoneyHiveTracer (or None); anything else is an invalid
     argument, counted and logged, and treated as None (the default tracer)."""
-    if tracer is None or isinstance(getattr(tracer, "_core", None), _core.TracerCore):
+    if tracer is None or is_tracer(tracer):
         return tracer
     _core._invalid_argument(f"{where}(tracer=...)")
     return None

@@ -2,7 +2,7 @@
 
 The user's function, generator and application always run under these Python frames,
 never under an engine frame: the engine is called before and after (``spec.enter``,
-``scope.done``), so CPython's teardown of a daemon thread at exit never unwinds Rust
+``scope._done``), so CPython's teardown of a daemon thread at exit never unwinds Rust
 (see docs/internals.md). Each wrapper attaches and restores the span's context in the
 same frame.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import keyword
 import linecache
 import types
@@ -83,6 +84,7 @@ _EXACT_MAX_PARAMS = 16
 _EXACT_NAMES = frozenset({"BaseException"})
 _exact_makers: dict[tuple[Any, ...], Callable[..., Callable[..., Any]]] = {}
 _EXACT_MAKERS_MAX = 1024
+_wrapper_numbers = itertools.count()  # unique linecache names, also past the cache
 
 
 def _exact(func: Any, spec: _core.TraceSpec, *, is_async: bool) -> Optional[Callable[..., Any]]:
@@ -158,7 +160,7 @@ def _compile_exact(
         "        return _ht_scope._done(_ht_result)\n"
         "    return traced\n"
     )
-    filename = f"<honeytrace wrapper {len(_exact_makers)}>"
+    filename = f"<honeytrace wrapper {next(_wrapper_numbers)}>"
     namespace: dict[str, Any] = {}
     exec(compile(source, filename, "exec"), namespace)  # parameter names checked above
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
