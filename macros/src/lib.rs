@@ -1,7 +1,7 @@
 //! The boundary between Python and honeytrace's engine, as two attributes.
 //!
-//! `#[boundary::methods]` replaces `#[pymethods]` on an `impl` block, and
-//! `#[boundary::function]` replaces `#[pyfunction]`. Each wraps the body of every
+//! `#[honeytrace_macros::methods]` replaces `#[pymethods]` on an `impl` block, and
+//! `#[honeytrace_macros::function]` replaces `#[pyfunction]`. Each wraps the body of every
 //! Python-visible function in `crate::py::boundary::guard`, which runs it under the
 //! panic shield: a panic is counted, logged and turned into the function's degraded
 //! result (the `Degrade` trait, or the expression of a `#[fallback(expr)]` attribute on

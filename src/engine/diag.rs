@@ -204,7 +204,7 @@ pub fn contained(what: &str, payload: &(dyn std::any::Any + Send)) {
 /// Run `f`; if it panics, count and log the panic and return `fallback()` instead.
 /// The engine's threads use this; Python's entry points use `py::boundary::guard`.
 pub fn shield<T>(what: &'static str, fallback: impl FnOnce() -> T, f: impl FnOnce() -> T) -> T {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match catch(f) {
         Ok(v) => v,
         Err(payload) => {
             contained(what, payload.as_ref());
@@ -213,7 +213,23 @@ pub fn shield<T>(what: &'static str, fallback: impl FnOnce() -> T, f: impl FnOnc
     }
 }
 
-/// Silence the default panic hook's stderr dump for contained panics; we log our own.
+/// `catch_unwind`, marked so the panic hook stays quiet for what it catches (the
+/// caller counts and logs the panic itself).
+pub fn catch<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    SHIELDED.with(|d| d.set(d.get() + 1));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    SHIELDED.with(|d| d.set(d.get() - 1));
+    result
+}
+
+thread_local! {
+    /// How many `catch`es this thread is inside.
+    static SHIELDED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Silence the panic hook's stderr dump for the panics `shield` contains (we log our
+/// own); every other panic in the process (another extension's) goes to the hook that
+/// was there before, as it would without honeytrace.
 pub fn install_panic_hook() {
     static DONE: AtomicBool = AtomicBool::new(false);
     if DONE.swap(true, Ordering::Relaxed) {
@@ -221,7 +237,7 @@ pub fn install_panic_hook() {
     }
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if verbose() {
+        if SHIELDED.with(std::cell::Cell::get) == 0 || verbose() {
             previous(info);
         }
     }));

@@ -1,7 +1,7 @@
 //! The boundary between Python and the engine.
 //!
 //! - `guard`: every Python-visible function and method runs under it (the
-//!   `#[boundary::methods]` and `#[boundary::function]` attributes put it there). A
+//!   `#[honeytrace_macros::methods]` and `#[honeytrace_macros::function]` attributes put it there). A
 //!   panic is counted, logged and turned into the function's degraded result: no
 //!   `PanicException` reaches Python.
 //! - `Section`: the engine calls Python code (a `__repr__`, the redaction hook, the
@@ -15,7 +15,6 @@
 use crate::engine::diag::{self, COUNTERS};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -102,16 +101,8 @@ impl<T: Degrade> Degrade for PyResult<T> {
     }
 }
 
-/// Run the body of a Python-visible function under the panic shield.
-pub fn guard<T>(what: &'static str, fallback: impl FnOnce() -> T, f: impl FnOnce() -> T) -> T {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(v) => v,
-        Err(payload) => {
-            diag::contained(what, payload.as_ref());
-            fallback()
-        }
-    }
-}
+/// Run the body of a Python-visible function under the panic shield (the engine's).
+pub use crate::engine::diag::shield as guard;
 
 /// Count an argument that was of the wrong type or out of range (and was replaced).
 pub fn invalid_argument(what: &str) {

@@ -198,6 +198,12 @@ pub fn _install_bridge(
     Ok(())
 }
 
+/// A section for the public-API fallbacks below (Python code of `opentelemetry-api`);
+/// an error once the interpreter is exiting, which callers treat as "untraced".
+fn fallback_section() -> PyResult<Section> {
+    Section::open().ok_or_else(|| PyRuntimeError::new_err("the interpreter is exiting"))
+}
+
 impl Bridge {
     /// The current Python Context (a dict subclass).
     pub fn current<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -213,6 +219,7 @@ impl Bridge {
                 return Err(e);
             }
         }
+        let _section = fallback_section()?;
         self.var_get.bind(py).call0()
     }
 
@@ -228,6 +235,7 @@ impl Bridge {
             // SAFETY: a new reference returned by PyContextVar_Set.
             return Ok(unsafe { Bound::from_owned_ptr(py, token) });
         }
+        let _section = fallback_section()?;
         self.var_set.bind(py).call1((ctx,))
     }
 
@@ -241,7 +249,8 @@ impl Bridge {
                 0 => Ok(()),
                 _ => Err(PyErr::fetch(py)),
             },
-            None => self.var_reset.bind(py).call1((token,)).map(|_| ()),
+            None => fallback_section()
+                .and_then(|_section| self.var_reset.bind(py).call1((token,)).map(|_| ())),
         };
         if let Err(e) = result {
             diag::count(&COUNTERS.context_detach_errors);
@@ -263,6 +272,7 @@ impl Bridge {
         let py = cur.py();
         if !cur.is_instance_of::<PyDict>() {
             // Not the layout `_compat.py` checked for: the public API.
+            let _section = fallback_section()?;
             let set = self.set_value.bind(py);
             let mut ctx = set.call1((self.span_key.bind(py), span, cur))?;
             if let Some(b) = baggage {
@@ -314,13 +324,13 @@ impl Bridge {
 
     fn get<'py>(ctx: &Bound<'py, PyAny>, key: &Py<PyString>) -> Option<Bound<'py, PyAny>> {
         let py = ctx.py();
-        match ctx.cast::<PyDict>() {
-            Ok(d) => d.get_item(key.bind(py)).ok().flatten(),
-            Err(_) => ctx
-                .call_method1(intern!(py, "get"), (key.bind(py),))
-                .ok()
-                .filter(|v| !v.is_none()),
+        if let Ok(d) = ctx.cast::<PyDict>() {
+            return d.get_item(key.bind(py)).ok().flatten();
         }
+        let _section = Section::open()?;
+        ctx.call_method1(intern!(py, "get"), (key.bind(py),))
+            .ok()
+            .filter(|v| !v.is_none())
     }
 
     /// Build a Python `SpanContext` for a Rust one.

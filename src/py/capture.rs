@@ -134,11 +134,12 @@ pub fn redactor_generation() -> u64 {
 
 pub fn set_redactor(hook: Option<Py<PyAny>>) {
     HAS_REDACTOR.store(hook.is_some(), Ordering::Release);
-    REDACTOR_GENERATION.fetch_add(1, Ordering::AcqRel);
     let old = std::mem::replace(
         &mut *REDACTOR.lock().unwrap_or_else(PoisonError::into_inner),
         hook,
     );
+    // The new hook is in place before cached values are invalidated.
+    REDACTOR_GENERATION.fetch_add(1, Ordering::AcqRel);
     drop(old);
 }
 
@@ -333,21 +334,6 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
 enum Stop {
     Cycle,
     Depth,
-}
-
-/// The decimal digits of a Python int, also of a subclass (an `IntEnum`, a class with
-/// its own `__str__`): `int.__repr__` is C code and always gives digits. None past
-/// the interpreter's limit on digits.
-fn int_digits(obj: &Bound<'_, PyAny>) -> Option<String> {
-    let py = obj.py();
-    let r = py
-        .get_type::<PyInt>()
-        .getattr(intern!(py, "__repr__"))
-        .and_then(|f| f.call1((obj,)))
-        .ok()?;
-    let s = pystr::text(r.cast::<PyString>().ok()?).into_owned();
-    let digits = s.strip_prefix('-').unwrap_or(&s);
-    (!digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit())).then_some(s)
 }
 
 /// True for the exact builtin containers, whose items are read without user code.
@@ -600,7 +586,8 @@ impl JsonWriter {
         if let Ok(s) = k.cast::<PyString>() {
             return Ok(pystr::text(s));
         }
-        if k.is_instance_of::<PyInt>() || k.is_instance_of::<PyFloat>() || k.is_none() {
+        // Exact types only: a subclass's `__str__` is user code.
+        if k.is_exact_instance_of::<PyInt>() || k.is_exact_instance_of::<PyFloat>() || k.is_none() {
             return Ok(Cow::Owned(
                 k.str()
                     .map(|s| pystr::text(&s).into_owned())
@@ -632,9 +619,7 @@ impl JsonWriter {
             let key = self.key_text(&k)?;
             // The key and its colon must fit with room for a value.
             if !fits_json(&key, self.room().saturating_sub(1 + 2)) {
-                if !first {
-                    // The comma is written; the marker entry follows it.
-                }
+                // After the comma `item_room` wrote (if any), a marker entry.
                 push_json_str(&mut self.out, "…");
                 self.out.push(':');
                 self.stop_value();
@@ -689,7 +674,7 @@ impl JsonWriter {
             match obj.extract::<i64>() {
                 Ok(i) => self.raw(itoa::Buffer::new().format(i)),
                 // Arbitrary-precision integers are valid JSON numbers as digits.
-                Err(_) => match int_digits(obj) {
+                Err(_) => match crate::py::convert::int_digits(obj) {
                     Some(s) => self.raw(&s),
                     None => self.note("<int>"),
                 },
@@ -744,15 +729,18 @@ impl JsonWriter {
             self.string(s);
             return;
         }
-        // Base64 grows by 4/3: encode only what can fit.
-        let room = self.room().saturating_sub(2 + 7) * 3 / 4;
-        let enc = base64(&b[..b.len().min(room)]);
-        if b.len() > room {
-            self.string(&format!("base64:{enc}{TRUNCATED}"));
-            self.truncated = true;
-        } else {
-            self.string(&format!("base64:{enc}"));
+        // Base64 grows by 4/3: encode only what fits (with the marker, when cut).
+        let room = self.room().saturating_sub(2 + "base64:".len());
+        if b.len().div_ceil(3) * 4 <= room {
+            self.string(&format!("base64:{}", base64(b)));
+            return;
         }
+        let n = room.saturating_sub(TRUNCATED.len()) / 4 * 3;
+        self.string(&format!(
+            "base64:{}{TRUNCATED}",
+            base64(&b[..n.min(b.len())])
+        ));
+        self.truncated = true;
     }
 
     /// `repr(obj)`, or a placeholder when that fails.
@@ -957,7 +945,11 @@ impl JsonWriter {
         }
         let index = self.items;
         self.items += 1;
-        self.entry(itoa::Buffer::new().format(index), item, 1)
+        let r = self.entry(itoa::Buffer::new().format(index), item, 1);
+        // A stream's writer lives across yields: the permission (a section, tracing
+        // suppressed on this thread) must not outlive the item that needed it.
+        self.user = UserState::NotAsked;
+        r
     }
 
     pub fn end_array(&mut self) {
@@ -1091,8 +1083,9 @@ fn flatten_inner(
     let container = value.is_instance_of::<PyDict>()
         || value.is_instance_of::<PyList>()
         || value.is_instance_of::<PyTuple>();
-    if container && (stack.len() >= MAX_DEPTH || stack.contains(&id)) {
-        let marker = if stack.contains(&id) { CYCLE } else { TOO_DEEP };
+    let cycle = container && stack.contains(&id);
+    if cycle || (container && stack.len() >= MAX_DEPTH) {
+        let marker = if cycle { CYCLE } else { TOO_DEEP };
         out.push(KeyValue::new(prefix.to_string(), marker));
         *written += 1;
         return Ok(());

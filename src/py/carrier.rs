@@ -37,7 +37,7 @@ fn field_of(name: &[u8]) -> Option<Field> {
 }
 
 /// Header names and values may be str or bytes (latin-1, as HTTP is).
-fn text(v: &Bound<'_, PyAny>) -> Option<String> {
+pub(crate) fn text(v: &Bound<'_, PyAny>) -> Option<String> {
     if let Ok(s) = v.cast::<PyString>() {
         return Some(pystr::text(s).into_owned());
     }
@@ -103,24 +103,50 @@ fn pairs(h: &mut Headers, items: &Bound<'_, PyAny>) {
             Err(_) => return,
         }
     };
+    each_pair(&items, |k, v| {
+        pair(h, k, v);
+        true
+    });
+}
+
+/// Call `f(name, value)` for each two-item tuple or list in `items` (a list or a
+/// tuple: reading them runs no user code) until it returns false.
+fn each_pair(
+    items: &Bound<'_, PyAny>,
+    mut f: impl FnMut(&Bound<'_, PyAny>, &Bound<'_, PyAny>) -> bool,
+) {
     let Ok(iter) = items.try_iter() else { return };
-    {
-        for item in iter.flatten() {
-            if let Ok(t) = item.cast::<PyTuple>() {
-                if t.len() == 2 {
-                    if let (Ok(k), Ok(v)) = (t.get_item(0), t.get_item(1)) {
-                        pair(h, &k, &v);
-                    }
-                }
-            } else if let Ok(l) = item.cast::<PyList>() {
-                if l.len() == 2 {
-                    if let (Ok(k), Ok(v)) = (l.get_item(0), l.get_item(1)) {
-                        pair(h, &k, &v);
-                    }
-                }
+    for item in iter.flatten() {
+        let kv = if let Ok(t) = item.cast::<PyTuple>() {
+            (t.len() == 2).then(|| (t.get_item(0), t.get_item(1)))
+        } else if let Ok(l) = item.cast::<PyList>() {
+            (l.len() == 2).then(|| (l.get_item(0), l.get_item(1)))
+        } else {
+            None
+        };
+        if let Some((Ok(k), Ok(v))) = kv {
+            if !f(&k, &v) {
+                return;
             }
         }
     }
+}
+
+/// The first value of header `name` (ASCII, any case) in an ASGI-style list of
+/// `(name, value)` pairs; None for anything but a list or tuple.
+pub fn header(items: &Bound<'_, PyAny>, name: &str) -> Option<String> {
+    if !(items.is_instance_of::<PyList>() || items.is_instance_of::<PyTuple>()) {
+        return None;
+    }
+    let mut found = None;
+    each_pair(items, |k, v| {
+        if text(k).is_some_and(|k| k.eq_ignore_ascii_case(name)) {
+            found = text(v);
+            return false;
+        }
+        true
+    });
+    found
 }
 
 /// Collect the three propagation headers from `carrier`; never raises.

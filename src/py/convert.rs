@@ -9,6 +9,7 @@
 
 use crate::engine::diag::{self, COUNTERS};
 use crate::engine::span::{ns_to_time, SpanOptions};
+use crate::py::boundary::Section;
 use crate::py::bridge::from_py_span_context;
 use crate::py::pystr;
 use opentelemetry::trace::{Link, SpanKind};
@@ -22,6 +23,21 @@ fn invalid() {
     diag::count(&COUNTERS.attributes_dropped);
 }
 
+/// The decimal digits of a Python int, also of a subclass (an `IntEnum`, a class with
+/// its own `__str__`): `int.__repr__` is C code and always gives digits. None past
+/// the interpreter's limit on digits.
+pub fn int_digits(obj: &Bound<'_, PyAny>) -> Option<String> {
+    let py = obj.py();
+    let r = py
+        .get_type::<PyInt>()
+        .getattr(intern!(py, "__repr__"))
+        .and_then(|f| f.call1((obj,)))
+        .ok()?;
+    let s = pystr::text(r.cast::<PyString>().ok()?).into_owned();
+    let digits = s.strip_prefix('-').unwrap_or(&s);
+    (!digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit())).then_some(s)
+}
+
 fn scalar(v: &Bound<'_, PyAny>) -> Option<Value> {
     if let Ok(s) = v.cast::<PyString>() {
         return Some(Value::String(pystr::text(s).into_owned().into()));
@@ -33,7 +49,8 @@ fn scalar(v: &Bound<'_, PyAny>) -> Option<Value> {
     if v.is_instance_of::<PyInt>() {
         return Some(match v.extract::<i64>() {
             Ok(i) => Value::I64(i),
-            Err(_) => Value::String(v.str().ok()?.to_string().into()),
+            // Digits from `int.__repr__` (C code), also for a subclass.
+            Err(_) => Value::String(int_digits(v)?.into()),
         });
     }
     if let Ok(f) = v.cast::<PyFloat>() {
@@ -108,15 +125,40 @@ pub fn dict_items<'py>(d: &Bound<'py, PyDict>) -> Vec<(Bound<'py, PyAny>, Bound<
     items
 }
 
+/// The truth of an argument: `default` for None or absent. A `bool` or an exact
+/// `int` is read directly; anything else asks its `__bool__` (user code) inside a
+/// section, and is `default` when it raises or the interpreter is exiting.
+pub fn truthy(v: Option<&Bound<'_, PyAny>>, default: bool) -> bool {
+    let Some(v) = v.filter(|v| !v.is_none()) else {
+        return default;
+    };
+    if let Ok(b) = v.cast::<PyBool>() {
+        return b.is_true();
+    }
+    if v.is_exact_instance_of::<PyInt>() {
+        return v.extract::<i64>().map_or(true, |i| i != 0);
+    }
+    Section::open()
+        .and_then(|_s| v.is_truthy().ok())
+        .unwrap_or(default)
+}
+
 /// A keyword flag that defaults to True (None or absent means True).
 pub fn flag(v: Option<&Bound<'_, PyAny>>) -> bool {
-    match v.filter(|v| !v.is_none()) {
-        None => true,
-        Some(v) => match v.cast::<PyBool>() {
-            Ok(b) => b.is_true(),
-            Err(_) => v.is_truthy().unwrap_or(true),
-        },
+    truthy(v, true)
+}
+
+/// A number read by `read`: directly from an exact `int` (no user code); from
+/// anything else (an `__index__`, an enum's `value` property) inside a section.
+fn user_int<T>(
+    v: &Bound<'_, PyAny>,
+    read: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<T>,
+) -> Option<T> {
+    if v.is_exact_instance_of::<PyInt>() {
+        return read(v).ok();
     }
+    let _section = Section::open()?;
+    read(v).ok()
 }
 
 /// An OpenTelemetry `SpanKind` (the enum, or its integer value).
@@ -125,10 +167,11 @@ pub fn span_kind(kind: Option<&Bound<'_, PyAny>>) -> SpanKind {
         return SpanKind::Internal;
     };
     let py = k.py();
-    let v: i64 = k
-        .extract::<i64>()
-        .or_else(|_| k.getattr(intern!(py, "value")).and_then(|v| v.extract()))
-        .unwrap_or(0);
+    let v: i64 = user_int(k, |k| {
+        k.extract::<i64>()
+            .or_else(|_| k.getattr(intern!(py, "value")).and_then(|v| v.extract()))
+    })
+    .unwrap_or(0);
     match v {
         1 => SpanKind::Server,
         2 => SpanKind::Client,
@@ -200,7 +243,7 @@ impl SpanArgs<'_, '_> {
 /// (counted as an invalid argument).
 pub fn lenient_ns(obj: Option<&Bound<'_, PyAny>>) -> Option<u64> {
     let o = obj.filter(|o| !o.is_none())?;
-    if let Ok(i) = o.extract::<u64>() {
+    if let Some(i) = user_int(o, |o| o.extract::<u64>()) {
         return Some(i);
     }
     let f = o

@@ -19,8 +19,8 @@ use crate::py::bridge::bridge;
 use crate::py::capture::{
     self, capture_into, flatten, suppressed, Captured, Interrupt, JsonWriter,
 };
-use crate::py::convert::{dict_items, from_mapping, lenient_text, value_to_py};
-use crate::py::handle::{default_handle, Handle};
+use crate::py::convert::{dict_items, from_mapping, lenient_text, truthy, value_to_py};
+use crate::py::handle::Handle;
 use crate::py::parent::{baggage_of, parent_of, restart_link, Parent};
 use crate::py::span::{finish_ok, record_failure, CallCapture, PySpan};
 use crate::py::tracer::handle_of;
@@ -113,18 +113,15 @@ impl Degrade for TraceSpec {
 struct Flattened {
     values: Vec<(&'static str, Py<PyAny>)>,
     cache: Mutex<Option<FlattenedCache>>,
+    /// Intern the text (a long-lived decorator's, cloned into every span).
+    intern: bool,
 }
 
 /// The attributes flattened last, and for what (budget, redaction hook generation).
 type FlattenedCache = ((usize, u64), Arc<Vec<KeyValue>>);
 
 impl Flattened {
-    fn attributes(
-        &self,
-        py: Python<'_>,
-        budget: usize,
-        intern: bool,
-    ) -> Captured<Arc<Vec<KeyValue>>> {
+    fn attributes(&self, py: Python<'_>, budget: usize) -> Captured<Arc<Vec<KeyValue>>> {
         let key = (budget, capture::redactor_generation());
         if let Some((k, attrs)) = self
             .cache
@@ -140,7 +137,7 @@ impl Flattened {
         for (ns, v) in &self.values {
             flatten(ns, v.bind(py), budget, &mut attrs)?;
         }
-        let attrs = Arc::new(if intern {
+        let attrs = Arc::new(if self.intern {
             attrs.into_iter().map(interned_kv).collect()
         } else {
             attrs
@@ -185,12 +182,7 @@ struct Begun<'py> {
 
 impl TraceSpec {
     fn pick(&self, parent: &Parent) -> Option<Arc<Handle>> {
-        let handle = match (&self.tracer, parent) {
-            (Some(h), _) => Some(h.clone()),
-            (None, p) if p.handle().is_some_and(|h| h.core.is_live()) => p.handle().cloned(),
-            _ => default_handle(),
-        };
-        match handle {
+        match parent.tracer(self.tracer.as_ref()) {
             Some(h) if h.core.is_live() => Some(h),
             Some(_) => None,
             None => {
@@ -256,8 +248,9 @@ impl TraceSpec {
                     pos = n_args;
                     (!rest.is_empty()).then(|| rest.into_any())
                 }
+                KEYWORD_ONLY if p.skip => None,
                 KEYWORD_ONLY => keyword(p).or_else(|| self.default_of(py, i)),
-                VAR_KEYWORD => match kwargs {
+                VAR_KEYWORD => match kwargs.filter(|_| !p.skip) {
                     Some(kw) => {
                         let d = PyDict::new(py);
                         for (k, v) in dict_items(kw) {
@@ -311,11 +304,7 @@ impl TraceSpec {
         );
         attrs.extend(self.static_attrs.iter().cloned());
         if let Some(f) = &self.flattened {
-            attrs.extend(
-                f.attributes(py, budget, self.static_name.is_some())?
-                    .iter()
-                    .cloned(),
-            );
+            attrs.extend(f.attributes(py, budget)?.iter().cloned());
         }
         if self.capture_inputs {
             self.capture_args(args, kwargs, budget, &mut attrs)?;
@@ -374,21 +363,18 @@ impl TraceSpec {
         let sid_key = intern!(py, "session_id");
         let project_key = intern!(py, "project");
         let source_key = intern!(py, "source");
-        let explicit = |k: &Bound<'_, PyString>| {
-            self.bag_overrides
-                .iter()
-                .any(|(ok, _)| ok.bind(py).as_any().eq(k).unwrap_or(false))
-        };
+        // `bag_overrides` holds exactly the explicit ones of these three.
+        let explicit = &self.explicit;
         let mut defaults: Vec<(Bound<'py, PyString>, Bound<'py, PyString>)> = Vec::new();
-        if incoming.session_id.is_none() && !explicit(sid_key) {
+        if incoming.session_id.is_none() && explicit.session_id.is_none() {
             defaults.push((sid_key.clone(), handle.bag.session_id.bind(py).clone()));
         }
-        if incoming.project.is_none() && !explicit(project_key) {
+        if incoming.project.is_none() && explicit.project.is_none() {
             if let Some(p) = &handle.bag.project {
                 defaults.push((project_key.clone(), p.bind(py).clone()));
             }
         }
-        if incoming.source.is_none() && !explicit(source_key) {
+        if incoming.source.is_none() && explicit.source.is_none() {
             defaults.push((source_key.clone(), handle.bag.source.bind(py).clone()));
         }
         if defaults.is_empty() && self.bag_overrides.is_empty() {
@@ -445,9 +431,6 @@ impl TraceSpec {
         long_lived: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let text = |v: Option<&Bound<'_, PyAny>>| given(v).map(|v| lenient_text(&v));
-        let truthy = |v: Option<&Bound<'_, PyAny>>, d: bool| {
-            given(v).map_or(d, |v| v.is_truthy().unwrap_or(d))
-        };
         let long_lived_flag = long_lived.cloned();
         let long_lived = truthy(long_lived, false);
         let name = lenient_text(name);
@@ -484,10 +467,11 @@ impl TraceSpec {
         let flattened = (!values.is_empty()).then(|| Flattened {
             values,
             cache: Mutex::new(None),
+            intern: long_lived,
         });
         if let Some(f) = &flattened {
             // Checked now, so a bad value fails at decoration, as before.
-            f.attributes(py, budget, false)?;
+            f.attributes(py, budget)?;
         }
         let mut bag_overrides = Vec::new();
         for (k, v) in [("session_id", &sid), ("project", &proj), ("source", &src)] {
@@ -711,12 +695,18 @@ pub fn _trace_spec(
         .unbind())
 }
 
+/// What a generator has yielded so far. While every item is a `str`, the items are
+/// kept as text (with where each one ends, as long as they could still fit the JSON
+/// array); the first other item starts the JSON array with the text items replayed
+/// into it, so an all-text stream is never written twice.
 #[derive(Default)]
 struct Stream {
     count: u64,
-    all_text: bool,
-    started: bool,
     text: String,
+    /// End offsets in `text` of the items kept for a replay.
+    ends: Vec<usize>,
+    /// The JSON array, once an item was not a `str`. Taken out of the lock while an
+    /// item is written (that may run user code).
     json: Option<JsonWriter>,
 }
 
@@ -745,11 +735,25 @@ impl Degrade for CallScope {
 }
 
 impl CallScope {
+    fn stream(&self) -> std::sync::MutexGuard<'_, Stream> {
+        self.stream.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn stream_started(&self) -> bool {
-        self.stream
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .started
+        self.stream().count > 0
+    }
+
+    /// The stream's JSON writer, started with the text items so far (`ends`: where
+    /// each ends in `text`).
+    fn start_json(&self, py: Python<'_>, text: &str, ends: &[usize]) -> Captured<JsonWriter> {
+        let mut w = JsonWriter::redacted(py, self.budget, keys::OUTPUT.as_str());
+        w.begin_array();
+        let mut start = 0;
+        for &end in ends {
+            w.array_item(PyString::new(py, &text[start..end]).as_any())?;
+            start = end;
+        }
+        Ok(w)
     }
 
     /// A stream's output: the text of an all-text stream (through the redaction hook
@@ -757,9 +761,10 @@ impl CallScope {
     /// came).
     fn write_stream(&self, py: Python<'_>, span: &PySpan) -> Captured<()> {
         let (text, json, count) = {
-            let mut st = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
-            let text = st.all_text.then(|| std::mem::take(&mut st.text));
-            (text, st.json.take(), st.count)
+            let mut st = self.stream();
+            let json = st.json.take();
+            let text = json.is_none().then(|| std::mem::take(&mut st.text));
+            (text, json, st.count)
         };
         let mut kvs = vec![KeyValue::new(
             "honeyhive_metadata.stream_chunks",
@@ -823,13 +828,12 @@ impl CallScope {
     fn span(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         match &self.span {
             Some(s) => Ok(s.clone_ref(py).into_any()),
-            None => Ok(Py::new(py, PySpan::degraded())?.into_any()),
+            None => Ok(noop(py)?.into_any()),
         }
     }
 
     /// The call returned `result` (no context to restore).
-    fn finish(&self, py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<()> {
-        let _ = py;
+    fn finish(&self, result: &Bound<'_, PyAny>) -> PyResult<()> {
         if let Some(span) = &self.span {
             finish_ok(span.get(), result, self.capture_outputs, self.budget)
                 .map_err(PyErr::from)?;
@@ -847,28 +851,34 @@ impl CallScope {
         if !self.capture_outputs || self.span.is_none() {
             return Ok(());
         }
-        let mut st = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
-        if !st.started {
-            st.started = true;
-            st.all_text = true;
-            let mut w = JsonWriter::redacted(item.py(), self.budget, keys::OUTPUT.as_str());
-            w.begin_array();
-            st.json = Some(w);
-        }
-        st.count += 1;
-        if st.all_text {
-            match item.cast::<PyString>() {
-                Ok(s) if st.text.len() <= self.budget => {
-                    st.text.push_str(&crate::py::pystr::text(s));
+        let py = item.py();
+        let mut w = {
+            let mut st = self.stream();
+            st.count += 1;
+            match (st.json.take(), item.cast::<PyString>()) {
+                (None, Ok(s)) => {
+                    if st.text.len() <= self.budget {
+                        st.text.push_str(&crate::py::pystr::text(s));
+                        // Each item costs at least its text and `"",` in the array.
+                        if st.text.len() + 3 * (st.ends.len() + 1) <= self.budget {
+                            let end = st.text.len();
+                            st.ends.push(end);
+                        }
+                    }
+                    return Ok(());
                 }
-                Ok(_) => {}
-                Err(_) => st.all_text = false,
+                (Some(w), _) => w,
+                (None, Err(_)) => {
+                    let (text, ends) = (std::mem::take(&mut st.text), std::mem::take(&mut st.ends));
+                    drop(st);
+                    self.start_json(py, &text, &ends).map_err(PyErr::from)?
+                }
             }
-        }
-        if let Some(w) = st.json.as_mut() {
-            w.array_item(item).map_err(PyErr::from)?;
-        }
-        Ok(())
+        };
+        // Written without the lock: the item's `__repr__` and the hook are user code.
+        let written = w.array_item(item);
+        self.stream().json = Some(w);
+        written.map_err(PyErr::from)
     }
 
     /// The generator finished (exhausted or returned `value`).
@@ -921,6 +931,9 @@ pub fn enrich(
                 .map(|h| h.core.cfg.max_attribute_bytes)
         })
         .unwrap_or(DEFAULT_BUDGET);
+    if ours.as_ref().is_some_and(|s| !s.get().is_recording_now()) {
+        return Ok(false); // nothing to flatten (or redact) for an ended span
+    }
     let mut kvs: Vec<KeyValue> = Vec::new();
     if let Some(r) = raw.filter(|r| !r.is_none()) {
         from_mapping(r, &mut kvs);
@@ -936,7 +949,10 @@ pub fn enrich(
             continue;
         }
         if ns == "honeyhive_error" || ns == "honeyhive_event_type" {
-            kvs.push(KeyValue::new(ns.clone(), lenient_text(value)));
+            kvs.push(KeyValue::new(
+                ns.clone(),
+                capture::budget_str(&lenient_text(value), budget),
+            ));
         } else {
             flatten(ns, value, budget, &mut kvs).map_err(|Interrupt(e)| e)?;
         }

@@ -43,9 +43,7 @@ impl Entry for Handle {
 }
 
 fn baggage_text(v: Option<Bound<'_, PyAny>>) -> Option<String> {
-    let v = v?;
-    let s = pystr::text(v.cast::<PyString>().ok()?).into_owned();
-    (!s.is_empty()).then_some(s)
+    pystr::str_of(&v?).filter(|s| !s.is_empty())
 }
 
 impl Handle {
@@ -114,10 +112,13 @@ impl Handle {
                 })
                 .collect(),
         });
-        *self
+        let old = self
             .bag_cache
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((bag.clone().unbind(), inc.clone()));
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace((bag.clone().unbind(), inc.clone()));
+        // Dropped after the lock: freeing the previous dict can run a `__del__`.
+        drop(old);
         inc
     }
 

@@ -2,7 +2,7 @@
 //! that knows the shapes of Python objects (the Context dict, the span handle,
 //! carriers). It converts Python arguments into the engine's types, runs every entry
 //! point under the panic shield (`boundary::guard`, put there by the
-//! `#[boundary::methods]`/`#[boundary::function]` attributes), and implements GC
+//! `#[honeytrace_macros::methods]`/`#[honeytrace_macros::function]` attributes), and implements GC
 //! traversal for the classes that hold Python objects.
 
 pub mod boundary;
@@ -44,7 +44,8 @@ fn settings_table(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
 /// Add every class, function and constant of `honeytrace._core` to `m`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    m.add("__version__", tracer::ENGINE_VERSION)?;
+    crate::engine::diag::install_panic_hook();
+    m.add("__version__", crate::engine::tracer::VERSION)?;
     m.add(
         "CONFIG_KEYS",
         settings::SETTINGS.iter().map(|s| s.key).collect::<Vec<_>>(),

@@ -8,7 +8,7 @@ use crate::py::boundary::Degrade;
 use crate::py::bridge::bridge;
 use crate::py::capture::suppressed;
 use crate::py::convert::{flag, from_mapping, lenient_text, SpanArgs};
-use crate::py::handle::{default_handle, Handle};
+use crate::py::handle::Handle;
 use crate::py::parent::{baggage_of, parent_of, restart_link, Parent};
 use crate::py::span::PySpan;
 use opentelemetry::trace::SpanContext;
@@ -103,12 +103,7 @@ pub fn start_span_in(
         None => b.current(py)?,
     };
     let parent = parent_of(b, &ctx);
-    let handle = match (fixed, &parent) {
-        (Some(h), _) => Some(h.clone()),
-        (None, p) if p.handle().is_some_and(|h| h.core.is_live()) => p.handle().cloned(),
-        _ => default_handle(),
-    };
-    match handle {
+    match parent.tracer(fixed) {
         Some(h) => start_in(&h, scope, &ctx, &parent, opts),
         None => Ok(PySpan::non_recording(SpanContext::empty_context())),
     }

@@ -35,6 +35,18 @@ impl Parent {
         }
     }
 
+    /// The tracer a child of this parent goes to: `explicit` if given, else the
+    /// parent's tracer while it is live, else the default tracer.
+    pub fn tracer(&self, explicit: Option<&Arc<Handle>>) -> Option<Arc<Handle>> {
+        if let Some(h) = explicit {
+            return Some(h.clone());
+        }
+        match self.handle().filter(|h| h.core.is_live()) {
+            Some(h) => Some(h.clone()),
+            None => crate::py::handle::default_handle(),
+        }
+    }
+
     pub fn span_context(&self) -> Option<&SpanContext> {
         match self {
             Parent::Root | Parent::RootFor(_) => None,

@@ -12,12 +12,12 @@ use crate::engine::config::Trust;
 use crate::engine::propagation::baggage;
 use crate::engine::propagation::policy::{count, interpret, sign, STATS};
 use crate::engine::propagation::traceparent;
-use crate::py::boundary::{invalid_argument, Degrade, Section};
-use crate::py::bridge::{bridge, from_py_span_context, Bridge, Ready};
+use crate::py::boundary::{invalid_argument, Degrade};
+use crate::py::bridge::{bridge, Ready};
 use crate::py::carrier;
 use crate::py::convert::dict_items;
 use crate::py::handle::{default_handle, Handle};
-use crate::py::parent::{baggage_of, link_key};
+use crate::py::parent::{baggage_of, link_key, parent_of};
 use crate::py::pystr;
 use crate::py::span::PySpan;
 use crate::py::tracer::handle_of;
@@ -37,11 +37,7 @@ pub fn parse_trust(trust: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Trust>> 
     let Some(t) = trust.filter(|t| !t.is_none()) else {
         return Ok(None);
     };
-    let text = t
-        .cast::<PyString>()
-        .ok()
-        .map(|s| pystr::text(s).into_owned());
-    match text.as_deref().and_then(Trust::parse) {
+    match pystr::str_of(t).as_deref().and_then(Trust::parse) {
         Some(t) => Ok(Some(t)),
         None => Err(PyValueError::new_err(format!(
             "trust must be 'continue', 'restart' or 'ignore', got {}",
@@ -65,12 +61,11 @@ fn lenient_trust(trust: Option<&Bound<'_, PyAny>>) -> Option<Trust> {
 
 fn text_arg(v: Option<&Bound<'_, PyAny>>) -> Option<String> {
     let v = v.filter(|v| !v.is_none())?;
-    if let Ok(s) = v.cast::<PyString>() {
-        Some(pystr::text(s).into_owned())
-    } else {
+    let text = pystr::str_of(v);
+    if text.is_none() {
         invalid_argument("session_id");
-        None
     }
+    text
 }
 
 /// Build the Context for `carrier` on top of `base` (the current context if None).
@@ -152,44 +147,6 @@ pub fn extract_context<'py>(
 // ---------------------------------------------------------------------------------
 // Inject
 
-fn pick_handle(
-    b: &Bridge,
-    ctx: &Bound<'_, PyAny>,
-    explicit: Option<&Arc<Handle>>,
-) -> Option<Arc<Handle>> {
-    if let Some(h) = explicit {
-        return Some(h.clone());
-    }
-    if let Some(span) = b.span_in(ctx) {
-        if let Ok(s) = span.cast::<PySpan>() {
-            if let Some(h) = s.get().handle.as_ref().filter(|h| h.core.is_live()) {
-                return Some(h.clone());
-            }
-        }
-    }
-    default_handle()
-}
-
-/// A baggage key or value: text only (baggage holds strings; anything else would run
-/// user code to be read, and is left out).
-fn baggage_text(v: &Bound<'_, PyAny>) -> Option<String> {
-    v.cast::<PyString>()
-        .ok()
-        .map(|s| pystr::text(s).into_owned())
-}
-
-/// The span context of the span in `ctx`, ours or another SDK's.
-fn span_context_in(b: &Bridge, ctx: &Bound<'_, PyAny>) -> Option<SpanContext> {
-    let span = b.span_in(ctx)?;
-    if let Ok(s) = span.cast::<PySpan>() {
-        return Some(s.get().sc.clone());
-    }
-    let _section = Section::open()?;
-    span.call_method0(pyo3::intern!(ctx.py(), "get_span_context"))
-        .ok()
-        .and_then(|c| from_py_span_context(&c))
-}
-
 /// Write traceparent/tracestate/baggage for `ctx` (the current context if None).
 pub fn inject_into(
     py: Python<'_>,
@@ -203,8 +160,9 @@ pub fn inject_into(
         Some(c) => c.clone(),
         None => b.current(py)?,
     };
-    if let Some(sc) = span_context_in(b, &ctx).filter(SpanContext::is_valid) {
-        carrier::write(carrier, "traceparent", &traceparent::format(&sc));
+    let parent = parent_of(b, &ctx);
+    if let Some(sc) = parent.span_context() {
+        carrier::write(carrier, "traceparent", &traceparent::format(sc));
         let state = sc.trace_state().header();
         if !state.is_empty() {
             carrier::write(carrier, "tracestate", &state);
@@ -213,11 +171,11 @@ pub fn inject_into(
     if !with_baggage {
         return Ok(());
     }
-    let handle = pick_handle(b, &ctx, explicit);
+    let handle = parent.tracer(explicit);
     let mut entries: Vec<(String, String, String)> = Vec::new();
     if let Some(bag) = baggage_of(b, &ctx) {
         for (k, v) in dict_items(&bag) {
-            if let (Some(k), Some(v)) = (baggage_text(&k), baggage_text(&v)) {
+            if let (Some(k), Some(v)) = (pystr::str_of(&k), pystr::str_of(&v)) {
                 entries.push((k, v, String::new()));
             }
         }
@@ -471,12 +429,8 @@ impl DistributedContext {
 /// by hand).
 #[honeytrace_macros::function]
 pub fn sign_session(secret: &Bound<'_, PyAny>, session_id: &Bound<'_, PyAny>) -> String {
-    let text = |v: &Bound<'_, PyAny>| {
-        v.cast::<PyString>()
-            .ok()
-            .map(|s| pystr::text(s).into_owned())
-    };
-    if let (Some(secret), Some(sid)) = (text(secret), text(session_id)) {
+    // Text only: baggage holds strings, and reading anything else would run user code.
+    if let (Some(secret), Some(sid)) = (pystr::str_of(secret), pystr::str_of(session_id)) {
         sign(&secret, &sid)
     } else {
         invalid_argument("sign_session");

@@ -60,6 +60,11 @@ pub fn char_len(s: &Bound<'_, PyString>) -> usize {
     usize::try_from(n).unwrap_or(0)
 }
 
+/// The text of `v` if it is a `str` (any other object would need user code to read).
+pub fn str_of(v: &Bound<'_, PyAny>) -> Option<String> {
+    v.cast::<PyString>().ok().map(|s| text(s).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

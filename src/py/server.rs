@@ -12,6 +12,7 @@ use crate::engine::diag;
 use crate::engine::span::SpanOptions;
 use crate::py::boundary::{Degrade, Section};
 use crate::py::bridge::bridge;
+use crate::py::carrier;
 use crate::py::handle::{default_handle, Handle};
 use crate::py::otel::start_in;
 use crate::py::parent::parent_of;
@@ -25,7 +26,7 @@ use pyo3::exceptions::PyException;
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
 use pyo3::PyTraverseError;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -108,16 +109,6 @@ fn active(explicit: Option<&Arc<Handle>>) -> Option<Arc<Handle>> {
     }
 }
 
-fn text_of(v: &Bound<'_, PyAny>) -> Option<String> {
-    if let Ok(s) = v.cast::<PyString>() {
-        return Some(pystr::text(s).into_owned());
-    }
-    if let Ok(b) = v.cast::<PyBytes>() {
-        return Some(b.as_bytes().iter().map(|&c| c as char).collect());
-    }
-    None
-}
-
 /// `host[:port]`, with IPv6 literals in brackets.
 fn split_host(host: &str) -> (String, Option<String>) {
     let (name, port) = if host.starts_with('[') {
@@ -138,7 +129,7 @@ fn get_text(d: &Bound<'_, PyDict>, key: &Bound<'_, PyString>) -> Option<String> 
     d.get_item(key)
         .ok()
         .flatten()
-        .and_then(|v| text_of(&v))
+        .and_then(|v| carrier::text(&v))
         .filter(|s| !s.is_empty())
 }
 
@@ -276,16 +267,20 @@ fn asgi_attributes(
         get_text(scope, intern!(py, "query_string")),
     );
     let pair = |key: &Bound<'_, PyString>| -> Option<(Option<String>, Option<i64>)> {
-        let v = scope
-            .get_item(key)
-            .ok()
-            .flatten()
-            .filter(|v| !v.is_none())?;
-        let host = v
-            .get_item(0)
-            .ok()
-            .and_then(|h| text_of(&h).or_else(|| h.str().ok().map(|s| s.to_string())));
-        let port = v.get_item(1).ok().and_then(|p| p.extract::<i64>().ok());
+        // `(host, port)` as the ASGI spec has it; anything else is not read (its
+        // methods would be user code).
+        let v = scope.get_item(key).ok().flatten()?;
+        let at = |i: usize| match v.cast::<PyTuple>() {
+            Ok(t) => t.get_item(i).ok(),
+            Err(_) => v.cast::<PyList>().ok()?.get_item(i).ok(),
+        };
+        if !(v.is_instance_of::<PyTuple>() || v.is_instance_of::<PyList>()) {
+            return None;
+        }
+        let host = at(0).and_then(|h| carrier::text(&h));
+        let port = at(1)
+            .filter(pyo3::types::PyAnyMethods::is_exact_instance_of::<PyInt>)
+            .and_then(|p| p.extract::<i64>().ok());
         Some((host, port))
     };
     if let Some((host, port)) = pair(intern!(py, "server")) {
@@ -300,21 +295,8 @@ fn asgi_attributes(
         a.push(KeyValue::new("client.address", client));
     }
     if let Ok(Some(headers)) = scope.get_item(intern!(py, "headers")) {
-        if let Ok(iter) = headers.try_iter() {
-            for item in iter.flatten() {
-                let (Ok(k), Ok(v)) = (item.get_item(0), item.get_item(1)) else {
-                    continue;
-                };
-                let is_ua = k
-                    .cast::<PyBytes>()
-                    .is_ok_and(|k| k.as_bytes().eq_ignore_ascii_case(b"user-agent"));
-                if is_ua {
-                    if let Some(ua) = text_of(&v) {
-                        a.push(KeyValue::new("user_agent.original", ua));
-                    }
-                    break;
-                }
-            }
+        if let Some(ua) = carrier::header(&headers, "user-agent") {
+            a.push(KeyValue::new("user_agent.original", ua));
         }
     }
     if let Some(v) = get_text(scope, intern!(py, "http_version")) {
@@ -361,6 +343,7 @@ impl ServerTracing {
         match self.try_begin(py, carrier, proto) {
             Ok(r) => r,
             Err(e) => {
+                diag::count(&diag::COUNTERS.internal_errors);
                 diag::warn_limited("server-begin", &format!("request not traced: {e}"));
                 None
             }
@@ -481,8 +464,8 @@ impl ServerRequest {
     /// A WSGI status line (`"200 OK"`), and the route a werkzeug app matched.
     fn observe_wsgi(&self, py: Python<'_>, status: &Bound<'_, PyAny>) {
         let span = self.span.get();
-        if let Some(code) =
-            text_of(status).and_then(|s| s.split(' ').next().and_then(|c| c.parse::<i64>().ok()))
+        if let Some(code) = carrier::text(status)
+            .and_then(|s| s.split(' ').next().and_then(|c| c.parse::<i64>().ok()))
         {
             set_status_code(span, code);
         }
@@ -501,7 +484,7 @@ impl ServerRequest {
             .and_then(|r| r.getattr(intern!(py, "url_rule")).ok())
             .filter(|r| !r.is_none())
             .and_then(|r| r.getattr(intern!(py, "rule")).ok())
-            .and_then(|r| text_of(&r));
+            .and_then(|r| carrier::text(&r));
         if let Some(rule) = rule {
             set_route(span, &self.method, &rule);
         }
@@ -531,7 +514,7 @@ impl ServerRequest {
             .and_then(|d| d.get_item(intern!(py, "route")).ok().flatten())
             .filter(|r| !r.is_none())
             .and_then(|r| r.getattr(intern!(py, "path")).ok())
-            .and_then(|p| text_of(&p));
+            .and_then(|p| carrier::text(&p));
         if let Some(route) = route {
             set_route(span, &self.method, &route);
         }

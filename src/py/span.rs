@@ -199,13 +199,7 @@ impl PySpan {
         }
         let py = exception.py();
         let ty = exception.get_type();
-        let qualname = ty.qualname().map(|q| q.to_string()).unwrap_or_default();
-        let module = ty.module().map(|m| m.to_string()).unwrap_or_default();
-        let type_name = if module.is_empty() || module == "builtins" {
-            qualname
-        } else {
-            format!("{module}.{qualname}")
-        };
+        let type_name = qualified_type(&ty);
         let (message, stack) = match Section::open() {
             None => (String::new(), String::new()),
             Some(_section) => {
@@ -235,6 +229,7 @@ impl PySpan {
     }
 
     /// `ERROR` with "Type: message" (the OpenTelemetry context managers' status).
+    /// As the SDK writes it, also for an empty message (`"ValueError: "`).
     pub fn set_error_status_for(&self, exc: &Bound<'_, PyAny>) {
         let name = exc
             .get_type()
@@ -298,17 +293,7 @@ pub fn finish_ok(
 pub fn record_failure(span: &PySpan, err: &Bound<'_, PyAny>, traceback: Option<Bound<'_, PyAny>>) {
     let py = err.py();
     let ty = err.get_type();
-    let type_name = ty
-        .name()
-        .map_or_else(|_| "Exception".into(), |n| n.to_string());
-    let message = Section::open()
-        .and_then(|_s| err.str().ok().map(|s| s.to_string()))
-        .unwrap_or_default();
-    let described = if message.is_empty() {
-        type_name.clone()
-    } else {
-        format!("{type_name}: {message}")
-    };
+    let (type_name, described) = describe(err);
     if err.is_instance_of::<PyException>() {
         if type_name == "CancelledError" {
             // asyncio.CancelledError is an Exception subclass before 3.8 only; kept for
@@ -340,6 +325,24 @@ pub fn record_failure(span: &PySpan, err: &Bound<'_, PyAny>, traceback: Option<B
     } else {
         span.set_status_now(Status::error(described));
     }
+}
+
+/// An exception's type name, and "Type: message" (the type alone when the message is
+/// empty). `str(exc)` is user code: read inside a section.
+fn describe(err: &Bound<'_, PyAny>) -> (String, String) {
+    let type_name = err
+        .get_type()
+        .name()
+        .map_or_else(|_| "Exception".into(), |n| n.to_string());
+    let message = Section::open()
+        .and_then(|_s| err.str().ok().map(|s| s.to_string()))
+        .unwrap_or_default();
+    let described = if message.is_empty() {
+        type_name.clone()
+    } else {
+        format!("{type_name}: {message}")
+    };
+    (type_name, described)
 }
 
 fn qualified_type(ty: &Bound<'_, PyType>) -> String {
@@ -383,12 +386,14 @@ impl PySpan {
         if let Some(t) = token {
             bridge(py)?.detach(t.bind(py));
         }
-        if let (Some(mut rec), Some(call), Some(h)) = (rec, self.call, self.handle.as_ref()) {
+        if let (Some(mut rec), Some(h)) = (rec, self.handle.as_ref()) {
             let mut kv = Vec::new();
-            let captured = if call.outputs {
-                capture_into(keys::OUTPUT, result, call.budget, &mut kv)
-            } else {
-                Ok(())
+            // A span that is not a decorated call's ends without capturing `result`.
+            let captured = match self.call {
+                Some(call) if call.outputs => {
+                    capture_into(keys::OUTPUT, result, call.budget, &mut kv)
+                }
+                _ => Ok(()),
             };
             // The span ends whatever happened while capturing.
             rec.set_attributes(kv);
@@ -402,10 +407,15 @@ impl PySpan {
     /// it, end the span.
     fn _error(&self, py: Python<'_>, exc: &Bound<'_, PyAny>) {
         self.restore(py);
-        if self.call.is_some() && exc.is_instance_of::<pyo3::exceptions::PyBaseException>() {
-            record_failure(self, exc, None);
-            self.end_at(None);
+        if !self.is_recording_now() {
+            return; // an untraced call's scope, or already ended
         }
+        if exc.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+            record_failure(self, exc, None);
+        } else {
+            crate::py::boundary::invalid_argument("Span._error");
+        }
+        self.end_at(None);
     }
 
     #[pyo3(signature = (end_time=None))]
@@ -506,7 +516,7 @@ impl PySpan {
             return;
         }
         let timestamp = lenient_ns(timestamp);
-        let escaped = escaped.is_some_and(|e| e.is_truthy().unwrap_or(false));
+        let escaped = crate::py::convert::truthy(escaped, false);
         self.record_exception_event(exception, None, attributes, timestamp, escaped);
     }
 

@@ -1,6 +1,6 @@
-//! `HoneyHiveTracer`'s engine as Python sees it: the handle of one tracer (the engine
-//! `Core` and the Python strings its baggage defaults need), the registry of live
-//! tracers, and the process-wide functions (flush, shutdown, fork).
+//! `HoneyHiveTracer`'s engine as Python sees it (`TracerCore`: init, stats, finished
+//! spans), and the process-wide functions (flush, shutdown, fork, the default tracer).
+//! The tracer's handle and the registry are in `handle.rs`.
 
 use crate::engine::config::parse::{parse, Input};
 use crate::engine::config::Mode;
@@ -11,7 +11,7 @@ use crate::engine::export::rest::Job;
 use crate::engine::export::sink::Stats;
 use crate::engine::ids;
 use crate::engine::propagation::policy;
-use crate::engine::tracer::{Core, VERSION};
+use crate::engine::tracer::Core;
 use crate::py::boundary::invalid_argument;
 use crate::py::capture::to_json;
 use crate::py::config::raw_kwargs;
@@ -230,7 +230,6 @@ impl TracerCore {
         let parsed =
             parse(&input).map_err(|e| PyValueError::new_err(format!("honeytrace: {e}")))?;
         diag::set_verbose(parsed.config.verbose);
-        diag::install_panic_hook();
         let handle = Arc::new(Handle::new(py, Core::build(parsed.config))?);
         REGISTRY.register(&handle);
         Ok((TracerCore { handle }, parsed.unknown, parsed.ignored_legacy))
@@ -487,5 +486,3 @@ pub fn shutdown_all(py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> bool 
 pub fn uuid4() -> String {
     ids::uuid4()
 }
-
-pub const ENGINE_VERSION: &str = VERSION;
