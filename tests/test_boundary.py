@@ -469,6 +469,9 @@ def test_hostile_dict_helper_grows_when_iterated() -> None:
 
 # ---------------------------------------------------------------------------------
 # 4. A collector answering Retry-After: u64::MAX
+#
+# tools/compare_old_build.py runs the session-start scenario below against a build from
+# before the fix as well (it needs that second build, so it is not a test).
 
 
 @pytest.fixture
