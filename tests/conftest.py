@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,7 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import honeytrace
-from honeytrace import HoneyHiveTracer
+from honeytrace import HoneyHiveTracer, trace
 from otlp_receiver import Receiver
 
 _CONFIG_PREFIXES = ("HH_", "OTEL_", "HONEYHIVE_")
@@ -75,12 +76,14 @@ def run_python(
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
     cwd: str | None = None,
+    args: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter with a clean HH_/OTEL_ environment."""
+    """Run ``code`` in a fresh interpreter with a clean HH_/OTEL_ environment;
+    ``args`` are its ``sys.argv[1:]``."""
     full_env = child_env()
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", textwrap.dedent(code), *args],
         env=full_env,
         capture_output=True,
         text=True,
@@ -89,8 +92,38 @@ def run_python(
     )
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now: for a server a test
+    starts, or for an endpoint whose connections must be refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def captured(t: HoneyHiveTracer, value: Any) -> Any:
+    """What ``value`` becomes as the argument of a function traced by ``t``: its
+    span's ``honeyhive_inputs.v`` attribute (None when it has none)."""
+    t.clear_finished_spans()
+
+    @trace(tracer=t)
+    def f(v: Any) -> None:
+        return None
+
+    f(value)
+    return t.finished_spans()[0]["attributes"].get("honeyhive_inputs.v")
+
+
 def spans_by_name(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in spans}
 
 
-__all__ = ["REPO", "Receiver", "child_env", "honeytrace", "run_python", "spans_by_name"]
+__all__ = [
+    "REPO",
+    "Receiver",
+    "captured",
+    "child_env",
+    "free_port",
+    "honeytrace",
+    "run_python",
+    "spans_by_name",
+]

@@ -16,6 +16,7 @@ import pytest
 from opentelemetry import baggage, context
 
 import honeytrace
+from conftest import captured
 from honeytrace import HoneyHiveTracer, trace
 
 Make = Callable[..., HoneyHiveTracer]
@@ -48,17 +49,6 @@ class Opaque:
 
     def __repr__(self) -> str:
         return "<Opaque>"
-
-
-def captured(t: HoneyHiveTracer, value: Any) -> Any:
-    t.clear_finished_spans()
-
-    @trace
-    def f(v: Any) -> None:
-        return None
-
-    f(value)
-    return t.finished_spans()[0]["attributes"].get("honeyhive_inputs.v")
 
 
 NATIVE = object()

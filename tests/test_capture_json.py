@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import honeytrace
+from conftest import captured
 from honeytrace import HoneyHiveTracer, trace
 
 Make = Callable[..., HoneyHiveTracer]
@@ -340,17 +341,6 @@ class Node:
 class Box:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-
-
-def captured(t: HoneyHiveTracer, value: Any) -> Any:
-    t.clear_finished_spans()
-
-    @trace(tracer=t)
-    def f(v: Any) -> None:
-        return None
-
-    f(value)
-    return t.finished_spans()[0]["attributes"].get("honeyhive_inputs.v")
 
 
 def test_self_reference_is_a_cycle_marker(memory_tracer: HoneyHiveTracer) -> None:

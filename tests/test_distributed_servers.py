@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from opentelemetry import baggage, context, trace
 
+from conftest import free_port
 from honeytrace import (
     HoneyHiveTracer,
     bind_context,
@@ -45,12 +45,6 @@ from honeytrace.integrations import (
 Make = Callable[..., HoneyHiveTracer]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def serve_wsgi(app: Any) -> Iterator[str]:
     from werkzeug.serving import make_server
@@ -69,7 +63,7 @@ def serve_wsgi(app: Any) -> Iterator[str]:
 def serve_asgi(app: Any) -> Iterator[str]:
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )

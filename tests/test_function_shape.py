@@ -4,8 +4,8 @@ What users and frameworks look at: ``inspect.isfunction``, the ``functools.wraps
 metadata, the signature, descriptor binding (methods, classmethods, staticmethods),
 the kind of async and generator callables, pickling by reference (``pickle``) and by
 value (``cloudpickle``, as Dask/Ray/PySpark do for functions defined in ``__main__``),
-and task frameworks that wrap the function (Celery's ``@app.task`` / ``@shared_task``,
-Ray's ``ray.remote`` when installed).
+and frameworks that wrap the function (Celery's ``@app.task`` / ``@shared_task`` and a
+worker, ``dask.delayed``).
 """
 
 from __future__ import annotations
@@ -14,18 +14,17 @@ import asyncio
 import inspect
 import json
 import pickle
-import subprocess
-import sys
-import textwrap
 import traceback
 import types
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
+import celery
+import dask
 import pytest
 
-from conftest import child_env, spans_by_name
+from conftest import run_python, spans_by_name
 from honeytrace import HoneyHiveTracer, trace
 
 
@@ -334,65 +333,41 @@ def test_module_level_traced_function_pickles_by_reference(
     assert span["attributes"]["honeyhive_event_type"] == "tool"
 
 
-def _run_script(
-    path: Path, *args: str, cwd: Optional[Path] = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(path), *args],
-        env=child_env(),
-        cwd=str(cwd or path.parent),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_cloudpickle_pickles_a_traced_main_function_by_value(tmp_path: Path) -> None:
-    pytest.importorskip("cloudpickle")
-    producer = tmp_path / "producer.py"
-    consumer = tmp_path / "consumer.py"
     payload = tmp_path / "payload.pkl"
-    producer.write_text(
-        textwrap.dedent(
-            """
-            import sys
-            import cloudpickle
-            from honeytrace import HoneyHiveTracer, trace
+    producer = """
+        import sys
+        import cloudpickle
+        from honeytrace import HoneyHiveTracer, trace
 
-            tracer = HoneyHiveTracer.init(project="producer", test_mode=True)
+        tracer = HoneyHiveTracer.init(project="producer", test_mode=True)
 
-            @trace(event_type="tool", metadata={"origin": "producer"})
-            def scale(values, factor=10):
-                return [v * factor for v in values]
+        @trace(event_type="tool", metadata={"origin": "producer"})
+        def scale(values, factor=10):
+            return [v * factor for v in values]
 
-            assert scale([1]) == [10]
-            with open(sys.argv[1], "wb") as f:
-                f.write(cloudpickle.dumps(scale))
-            """
-        )
-    )
-    consumer.write_text(
-        textwrap.dedent(
-            """
-            import json, pickle, sys
-            from honeytrace import HoneyHiveTracer
+        assert scale([1]) == [10]
+        with open(sys.argv[1], "wb") as f:
+            f.write(cloudpickle.dumps(scale))
+    """
+    consumer = """
+        import json, pickle, sys
+        from honeytrace import HoneyHiveTracer
 
-            tracer = HoneyHiveTracer.init(project="consumer", test_mode=True)
-            with open(sys.argv[1], "rb") as f:
-                scale = pickle.loads(f.read())
-            results = [scale([1, 2]), scale([3], factor=2)]
-            spans = [
-                {"name": s["name"], "attributes": s["attributes"]}
-                for s in tracer.finished_spans()
-            ]
-            print(json.dumps({"results": results, "spans": spans}))
-            """
-        )
-    )
-    made = _run_script(producer, str(payload))
+        tracer = HoneyHiveTracer.init(project="consumer", test_mode=True)
+        with open(sys.argv[1], "rb") as f:
+            scale = pickle.loads(f.read())
+        results = [scale([1, 2]), scale([3], factor=2)]
+        spans = [
+            {"name": s["name"], "attributes": s["attributes"]}
+            for s in tracer.finished_spans()
+        ]
+        print(json.dumps({"results": results, "spans": spans}))
+    """
+    made = run_python(producer, cwd=str(tmp_path), args=[str(payload)])
     assert made.returncode == 0, made.stderr
-    # Pickled by value: the consumer is another script, whose __main__ has no `scale`.
-    used = _run_script(consumer, str(payload))
+    # Pickled by value: the consumer is another interpreter, whose __main__ has no `scale`.
+    used = run_python(consumer, cwd=str(tmp_path), args=[str(payload)])
     assert used.returncode == 0, used.stderr
     out = json.loads(used.stdout.strip().splitlines()[-1])
     assert out["results"] == [[10, 20], [6]]
@@ -412,7 +387,6 @@ def test_cloudpickle_pickles_a_traced_main_function_by_value(tmp_path: Path) -> 
 
 @pytest.fixture
 def celery_app(request: pytest.FixtureRequest) -> Any:
-    celery = pytest.importorskip("celery")
     # Celery registers tasks with every app made later too (shared tasks): one app name
     # per test keeps the task names apart.
     app = celery.Celery(request.node.name, broker="memory://", backend="cache+memory://")
@@ -475,7 +449,47 @@ def test_celery_worker_runs_traced_tasks(celery_app: Any, memory_tracer: HoneyHi
     assert m["honeyhive_outputs.result"] == 42
 
 
-def test_ray_remote_accepts_a_traced_function() -> None:
-    ray = pytest.importorskip("ray")
-    remote = ray.remote(module_level)
-    assert callable(remote.remote)
+def _add(a: int, b: int) -> int:
+    return a + b
+
+
+def test_dask_delayed_over_a_traced_function(memory_tracer: HoneyHiveTracer) -> None:
+    """``dask.delayed`` wraps the traced function; computing the graph (synchronous
+    scheduler, so in this thread and context) calls it once per task, each call a span
+    under the span that computed it."""
+    left = dask.delayed(module_level)(2)
+    right = dask.delayed(module_level)(3, y=5)
+    total = dask.delayed(trace(event_type="chain")(_add))(left, right)
+    assert memory_tracer.finished_spans() == []  # building the graph calls nothing
+    with memory_tracer.start_as_current_span("compute") as parent:
+        assert total.compute(scheduler="synchronous") == 4 + 15
+    spans = memory_tracer.finished_spans()
+    parent_id = parent.get_span_context().span_id
+    tasks = [s for s in spans if s["name"] != "compute"]
+    assert sorted(s["name"] for s in tasks) == sorted(
+        [f"{__name__}.module_level"] * 2 + [f"{__name__}._add"]
+    )
+    assert all(int(s["parent_span_id"], 16) == parent_id for s in tasks)
+    inputs = sorted(
+        (s["attributes"]["honeyhive_inputs.x"], s["attributes"]["honeyhive_inputs.y"])
+        for s in tasks
+        if s["name"].endswith(".module_level")
+    )
+    assert inputs == [(2, 2), (3, 5)]
+    (add,) = (s for s in tasks if s["name"].endswith("._add"))
+    a = add["attributes"]
+    assert (a["honeyhive_inputs.a"], a["honeyhive_inputs.b"]) == (4, 15)
+    assert a["honeyhive_outputs.result"] == 19
+    assert a["honeyhive_event_type"] == "chain"
+
+
+def test_dask_delayed_decorator_stacks_on_trace(memory_tracer: HoneyHiveTracer) -> None:
+    @dask.delayed
+    @trace(event_type="tool")
+    def inc(x: int) -> int:
+        return x + 1
+
+    assert dask.compute(inc(1), inc(41), scheduler="synchronous") == (2, 42)
+    spans = memory_tracer.finished_spans()
+    assert sorted(s["attributes"]["honeyhive_outputs.result"] for s in spans) == [2, 42]
+    assert {s["attributes"]["honeyhive_event_type"] for s in spans} == {"tool"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from otlp_receiver import Receiver
 
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
@@ -37,15 +37,9 @@ def app(environ, start_response):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_preloaded_workers_export_their_spans(receiver: Receiver, tmp_path: Path) -> None:
     (tmp_path / "preload_app.py").write_text(APP.format(endpoint=receiver.url))
-    port = _free_port()
+    port = free_port()
     exe = GUNICORN if os.path.exists(GUNICORN) else "gunicorn"
     proc = subprocess.Popen(
         [exe, "--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "preload_app:app"],

@@ -12,10 +12,9 @@ The accounting identity asserted after shutdown (docs/tracer.md, with `queued`):
 from __future__ import annotations
 
 import json
-import socket
 from typing import Any, Callable
 
-from conftest import run_python
+from conftest import free_port, run_python
 from honeytrace import HoneyHiveTracer, trace
 
 Make = Callable[..., HoneyHiveTracer]
@@ -27,15 +26,6 @@ DROPPED_PARTS = (
     "dropped_after_shutdown",
     "dropped_at_shutdown",
 )
-
-
-def closed_port() -> int:
-    """A 127.0.0.1 port nothing listens on (connections are refused at once)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return int(port)
 
 
 def assert_accounted(stats: dict[str, Any], started: int) -> None:
@@ -109,7 +99,7 @@ print(json.dumps({
 
 
 def run_soak(calls: int) -> dict[str, Any]:
-    code = f"import sys; sys.argv[1:] = {[str(calls), str(RSS_BOUND), str(closed_port())]!r}\n"
+    code = f"import sys; sys.argv[1:] = {[str(calls), str(RSS_BOUND), str(free_port())]!r}\n"
     r = run_python(code + SOAK, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return dict(json.loads(r.stdout.strip().splitlines()[-1]))
@@ -140,7 +130,7 @@ def test_queued_bytes_stay_within_max_queue_bytes(make_tracer: Make) -> None:
     limit = 1_000_000
     t = make_tracer(
         project="small",
-        otlp_endpoint=f"http://127.0.0.1:{closed_port()}/v1/traces",
+        otlp_endpoint=f"http://127.0.0.1:{free_port()}/v1/traces",
         export_timeout=0.5,
         max_retries=0,
         max_queue_bytes=limit,
@@ -175,7 +165,7 @@ def test_max_queue_bytes_from_the_environment() -> None:
         import json
         from honeytrace import HoneyHiveTracer, trace
         t = HoneyHiveTracer.init(
-            otlp_endpoint="http://127.0.0.1:{closed_port()}/v1/traces",
+            otlp_endpoint="http://127.0.0.1:{free_port()}/v1/traces",
             export_timeout=0.5, max_retries=0,
         )
 
@@ -202,7 +192,7 @@ def test_max_queue_bytes_from_the_environment() -> None:
 
 def test_the_span_count_bound_still_applies(make_tracer: Make) -> None:
     t = make_tracer(
-        otlp_endpoint=f"http://127.0.0.1:{closed_port()}/v1/traces",
+        otlp_endpoint=f"http://127.0.0.1:{free_port()}/v1/traces",
         export_timeout=0.5,
         max_retries=0,
         max_queue_size=5,
@@ -226,7 +216,7 @@ def test_the_span_count_bound_still_applies(make_tracer: Make) -> None:
 
 def test_a_span_larger_than_the_whole_bound_is_dropped(make_tracer: Make) -> None:
     t = make_tracer(
-        otlp_endpoint=f"http://127.0.0.1:{closed_port()}/v1/traces",
+        otlp_endpoint=f"http://127.0.0.1:{free_port()}/v1/traces",
         export_timeout=0.5,
         max_retries=0,
         max_queue_bytes=1024,  # the smallest allowed
