@@ -63,13 +63,14 @@ class TracerProvider(trace.TracerProvider):
 
 
 def millis_to_seconds(value: Any) -> Any:
-    """Milliseconds to seconds (an integer too large for a float: infinity); anything
-    unusable is handed on for the engine to count and replace by the default."""
+    """Milliseconds to seconds; anything unusable (an integer too large for a float
+    included) is handed on for the engine to count and replace by the default, as a
+    timeout in seconds is."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             return value / 1000.0
         except OverflowError:
-            return float("inf") if value > 0 else 0.0
+            return value
     return value
 
 

@@ -357,8 +357,8 @@ def _timeout(seconds: Any, millis: Any) -> Any:
     """Seconds from ``timeout`` or ``timeout_millis`` (OpenTelemetry's spelling). The
     engine checks the value: NaN, not a number, or seconds too large for a float
     (``10**400``) give the default (counted as an invalid argument); a negative value
-    means no wait; infinity or more than a day means a day. Milliseconds too large for
-    a float are infinity (``_otel.millis_to_seconds``)."""
+    means no wait; infinity or more than a day means a day. Milliseconds follow the
+    same rules (``_otel.millis_to_seconds``)."""
     if seconds is not None:
         return seconds
     return _otel.millis_to_seconds(millis)
