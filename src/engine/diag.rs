@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
@@ -230,21 +230,33 @@ pub fn install_panic_hook() {
 // ---------------------------------------------------------------------------------
 // Fault injection (tests of the supervision only; `_core._panic_for_test`)
 
-static EXPORT_PANICS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// Make the next `n` batch exports panic.
-pub fn inject_export_panics(n: u32) {
-    EXPORT_PANICS.store(n, Ordering::SeqCst);
+/// Where an injected panic happens.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// A batch export on the export thread.
+    Export = 0,
+    /// A HoneyHive API call on the export thread.
+    ApiCall = 1,
+    /// The exporter's shutdown, after the pipeline has finished.
+    ExporterShutdown = 2,
 }
 
-/// Panic here if an export panic was injected.
-pub fn injected_export_panic() {
-    if EXPORT_PANICS.load(Ordering::Relaxed) > 0
-        && EXPORT_PANICS
+static FAULTS: [AtomicU32; 3] = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];
+
+/// Make the next `n` passes through `fault` panic.
+pub fn inject_panics(fault: Fault, n: u32) {
+    FAULTS[fault as usize].store(n, Ordering::SeqCst);
+}
+
+/// Panic here if a panic was injected at `fault`.
+pub fn injected_panic(fault: Fault) {
+    let left = &FAULTS[fault as usize];
+    if left.load(Ordering::Relaxed) > 0
+        && left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
     {
-        panic!("an export panic injected by _panic_for_test");
+        panic!("a panic injected by _panic_for_test ({fault:?})");
     }
 }
 
