@@ -425,9 +425,11 @@ pub fn default_tracer_id() -> Option<u64> {
     default_handle().map(|h| h.core.id)
 }
 
-/// `os.register_at_fork(after_in_child=...)`: fresh export threads, ids re-seeded.
+/// `os.register_at_fork(after_in_child=...)`: fresh log queue and export threads (and
+/// the locks they take), ids re-seeded.
 #[honeytrace_macros::function]
 pub fn after_fork_child() {
+    diag::after_fork_child();
     ids::bump_fork_epoch();
     for h in REGISTRY.all() {
         h.core.pipeline.after_fork_child();
