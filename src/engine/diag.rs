@@ -15,7 +15,7 @@ use std::sync::PoisonError;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub const INFO: u8 = 20;
+/// Python logging levels of the records the engine queues.
 pub const WARNING: u8 = 30;
 pub const ERROR: u8 = 40;
 
@@ -86,9 +86,6 @@ static DIRECT: AtomicBool = AtomicBool::new(false);
 /// Log `msg` at `level` (Python logging levels) through the logger "honeytrace".
 /// Never blocks on Python: the record is queued for Python code to emit.
 pub fn log(level: u8, msg: &str) {
-    if level < INFO && !verbose() {
-        return;
-    }
     if DIRECT.load(Ordering::Relaxed) {
         if level >= WARNING {
             eprintln!("honeytrace: {msg}");
@@ -203,7 +200,8 @@ pub fn contained(what: &str, payload: &(dyn std::any::Any + Send)) {
 }
 
 /// Run `f`; if it panics, count and log the panic and return `fallback()` instead.
-/// The engine's threads use this; Python's entry points use `py::boundary::guard`.
+/// For engine code that must go on after a panic (a span's end, a HoneyHive API call
+/// on the export thread); Python's entry points use `py::boundary::guard`.
 pub fn shield<T>(what: &'static str, fallback: impl FnOnce() -> T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
