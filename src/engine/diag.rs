@@ -1,4 +1,5 @@
-//! Diagnostics: process-wide counters, log records and the panic shield.
+//! Diagnostics: process-wide counters, log records, the panic shield, and the locks a
+//! forked child renews.
 //!
 //! The engine never calls into Python to log. A record is queued here and emitted by
 //! Python code (`honeytrace._log`, which drains the queue from a Python thread and on
@@ -7,13 +8,14 @@
 //! interpreter's exit").
 
 use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::PoisonError;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub const INFO: u8 = 20;
+/// Python logging levels of the records the engine queues.
 pub const WARNING: u8 = 30;
 pub const ERROR: u8 = 40;
 
@@ -75,7 +77,7 @@ pub fn verbose() -> bool {
 /// Records waiting for Python; beyond this many the oldest are dropped and counted.
 const MAX_PENDING: usize = 512;
 
-static PENDING: Mutex<VecDeque<(u8, String)>> = Mutex::new(VecDeque::new());
+static PENDING: ForkSafeMutex<VecDeque<(u8, String)>> = ForkSafeMutex::new();
 static HAS_PENDING: AtomicBool = AtomicBool::new(false);
 /// Set once Python can no longer take records (the interpreter is exiting): warnings
 /// then go straight to stderr.
@@ -84,16 +86,13 @@ static DIRECT: AtomicBool = AtomicBool::new(false);
 /// Log `msg` at `level` (Python logging levels) through the logger "honeytrace".
 /// Never blocks on Python: the record is queued for Python code to emit.
 pub fn log(level: u8, msg: &str) {
-    if level < INFO && !verbose() {
-        return;
-    }
     if DIRECT.load(Ordering::Relaxed) {
         if level >= WARNING {
             eprintln!("honeytrace: {msg}");
         }
         return;
     }
-    let mut q = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut q = PENDING.lock();
     if q.len() >= MAX_PENDING {
         q.pop_front();
         count(&COUNTERS.log_records_dropped);
@@ -111,7 +110,7 @@ pub fn take_pending() -> Vec<(u8, String)> {
     if !has_pending() {
         return Vec::new();
     }
-    let mut q = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut q = PENDING.lock();
     HAS_PENDING.store(false, Ordering::Release);
     q.drain(..).collect()
 }
@@ -135,14 +134,13 @@ struct Window {
     suppressed: u64,
 }
 
-static WINDOWS: Mutex<Option<HashMap<&'static str, Window>>> = Mutex::new(None);
+static WINDOWS: ForkSafeMutex<HashMap<&'static str, Window>> = ForkSafeMutex::new();
 
 /// Log a warning of kind `key` at most once per window; the next one that passes
 /// says how many were suppressed in between.
 pub fn warn_limited(key: &'static str, msg: &str) {
     let suppressed = {
-        let mut guard = WINDOWS.lock().unwrap_or_else(PoisonError::into_inner);
-        let map = guard.get_or_insert_with(HashMap::new);
+        let mut map = WINDOWS.lock();
         let now = Instant::now();
         match map.get_mut(key) {
             Some(w) if now.saturating_duration_since(w.last) < RATE_WINDOW => {
@@ -202,7 +200,8 @@ pub fn contained(what: &str, payload: &(dyn std::any::Any + Send)) {
 }
 
 /// Run `f`; if it panics, count and log the panic and return `fallback()` instead.
-/// The engine's threads use this; Python's entry points use `py::boundary::guard`.
+/// For engine code that must go on after a panic (a span's end, a HoneyHive API call
+/// on the export thread); Python's entry points use `py::boundary::guard`.
 pub fn shield<T>(what: &'static str, fallback: impl FnOnce() -> T, f: impl FnOnce() -> T) -> T {
     match catch(f) {
         Ok(v) => v,
@@ -244,23 +243,127 @@ pub fn install_panic_hook() {
 }
 
 // ---------------------------------------------------------------------------------
-// Fault injection (tests of the supervision only; `_core._panic_for_test`)
+// Locks that survive fork()
 
-static EXPORT_PANICS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// Make the next `n` batch exports panic.
-pub fn inject_export_panics(n: u32) {
-    EXPORT_PANICS.store(n, Ordering::SeqCst);
+/// A mutex that a forked child replaces with a fresh one (`renew`).
+///
+/// The export thread takes a few locks outside its pipeline (the log queue, the
+/// warning rate limiter, a tracer's last error). If `fork()` happens while it holds
+/// one, the child, where that thread does not exist, would block forever on it. So the
+/// mutex lives behind a pointer to a leaked box, and the child swaps in a new one,
+/// leaking the old, as the export pipeline does with its queue
+/// (`export::pipeline::WorkerSlot`).
+pub struct ForkSafeMutex<T> {
+    current: AtomicPtr<Mutex<T>>,
+    /// Send and Sync as `Mutex<T>` is (an `AtomicPtr` alone would always be both).
+    _owns: PhantomData<Mutex<T>>,
 }
 
-/// Panic here if an export panic was injected.
-pub fn injected_export_panic() {
-    if EXPORT_PANICS.load(Ordering::Relaxed) > 0
-        && EXPORT_PANICS
+impl<T: Default> ForkSafeMutex<T> {
+    /// Holds `T::default()`, made on first use.
+    pub const fn new() -> Self {
+        ForkSafeMutex {
+            current: AtomicPtr::new(std::ptr::null_mut()),
+            _owns: PhantomData,
+        }
+    }
+
+    fn mutex(&self) -> &Mutex<T> {
+        let mut p = self.current.load(Ordering::Acquire);
+        if p.is_null() {
+            let fresh = Box::into_raw(Box::new(Mutex::new(T::default())));
+            p = match self.current.compare_exchange(
+                std::ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => fresh,
+                Err(installed) => {
+                    // SAFETY: `fresh` came from Box::into_raw above and was not shared.
+                    drop(unsafe { Box::from_raw(fresh) });
+                    installed
+                }
+            };
+        }
+        // SAFETY: a non-null pointer here came from Box::into_raw; a replaced one is
+        // leaked, and the current one is freed only by `drop`, which takes `&mut self`
+        // (no borrow of `self`, hence no guard, is alive then).
+        unsafe { &*p }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        self.mutex().lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// In a forked child: start over with a new, unlocked mutex holding `T::default()`.
+    /// The old one is leaked (a thread that no longer exists may hold it).
+    pub fn renew(&self) {
+        let fresh = Box::into_raw(Box::new(Mutex::new(T::default())));
+        self.current.swap(fresh, Ordering::AcqRel);
+    }
+}
+
+impl<T: Default> Default for ForkSafeMutex<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Drop for ForkSafeMutex<T> {
+    fn drop(&mut self) {
+        let p = *self.current.get_mut();
+        if !p.is_null() {
+            // SAFETY: see `mutex`; `&mut self` means no guard is alive.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for ForkSafeMutex<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForkSafeMutex")
+    }
+}
+
+/// In a forked child, before anything logs: fresh log and rate-limiter locks (the
+/// parent's records stay with the parent).
+pub fn after_fork_child() {
+    PENDING.renew();
+    WINDOWS.renew();
+    HAS_PENDING.store(false, Ordering::Release);
+}
+
+// ---------------------------------------------------------------------------------
+// Fault injection (tests of the supervision only; `_core._panic_for_test`)
+
+/// Where an injected panic happens.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// A batch export on the export thread.
+    Export = 0,
+    /// A HoneyHive API call on the export thread.
+    ApiCall = 1,
+    /// The exporter's shutdown, after the pipeline has finished.
+    ExporterShutdown = 2,
+}
+
+static FAULTS: [AtomicU32; 3] = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];
+
+/// Make the next `n` passes through `fault` panic.
+pub fn inject_panics(fault: Fault, n: u32) {
+    FAULTS[fault as usize].store(n, Ordering::SeqCst);
+}
+
+/// Panic here if a panic was injected at `fault`.
+pub fn injected_panic(fault: Fault) {
+    let left = &FAULTS[fault as usize];
+    if left.load(Ordering::Relaxed) > 0
+        && left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
     {
-        panic!("an export panic injected by _panic_for_test");
+        panic!("a panic injected by _panic_for_test ({fault:?})");
     }
 }
 
@@ -302,6 +405,19 @@ mod tests {
     fn deadlines_saturate() {
         let d = deadline_after(Duration::MAX);
         assert!(d > Instant::now());
+    }
+
+    #[test]
+    fn a_renewed_lock_is_free_and_fresh() {
+        let m: ForkSafeMutex<Vec<u8>> = ForkSafeMutex::new();
+        m.lock().push(1);
+        // As a thread that does not exist in a forked child would leave it: held.
+        std::mem::forget(m.lock());
+        assert!(m.mutex().try_lock().is_err());
+        m.renew();
+        assert!(m.lock().is_empty());
+        m.lock().push(2);
+        assert_eq!(*m.lock(), vec![2]);
     }
 
     #[test]

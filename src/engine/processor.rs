@@ -9,10 +9,11 @@ use opentelemetry_sdk::trace::SpanData;
 use std::fmt;
 use std::sync::Arc;
 
-/// The SDK span processor: filters, then the tracer's pipeline.
+/// A tracer's span processor: counts a span as ended, applies the name filters, and
+/// hands what passes to the tracer's pipeline.
 pub struct HoneyHiveProcessor {
-    pub pipeline: Arc<Pipeline>,
-    pub stats: Arc<Stats>,
+    pipeline: Arc<Pipeline>,
+    stats: Arc<Stats>,
     include: Vec<NameMatcher>,
     exclude: Vec<NameMatcher>,
 }

@@ -35,7 +35,8 @@ pub struct Explicit {
     pub source: Option<Value>,
 }
 
-/// A tracer's defaults, as shared values (cloning one is a reference count).
+/// A tracer's defaults, as attribute values cloned into every span: interned text (a
+/// pointer copy), except the session id (a reference count; see `Stamper::new`).
 pub struct Stamper {
     pub session_id: Value,
     pub project: Option<Value>,
@@ -80,12 +81,13 @@ impl Stamper {
     }
 
     /// Add the session stamps to a new span's start attributes (the caller's thread:
-    /// three values; their twins are added at export by `prepare`). `fresh`: the
-    /// caller guarantees no stamp key is in `attrs` yet, so nothing is scanned.
+    /// three values; their twins are added at export by `prepare`).
     pub fn stamp(&self, attrs: &mut Vec<KeyValue>, inc: &Incoming, explicit: &Explicit) {
         self.stamp_with(attrs, inc, explicit, false);
     }
 
+    /// `stamp`; `fresh`: the caller guarantees no stamp key is in `attrs` yet, so
+    /// nothing is scanned.
     pub fn stamp_with(
         &self,
         attrs: &mut Vec<KeyValue>,
@@ -154,17 +156,19 @@ impl Stamper {
 /// True when `key` is one the stamper writes (so static attributes holding one must
 /// not take the no-scan path).
 pub fn is_stamp_key(key: &str) -> bool {
-    matches!(
-        key,
-        "honeyhive.session_id"
-            | "honeyhive.project"
-            | "honeyhive.source"
-            | "honeyhive.parent_id"
-            | "session.id"
-            | "honeyhive_metadata.run_id"
-            | "honeyhive_metadata.dataset_id"
-            | "honeyhive_metadata.datapoint_id"
-    ) || key.starts_with("baggage.")
+    [
+        SESSION_ID,
+        PROJECT,
+        SOURCE,
+        PARENT_ID,
+        OTEL_SESSION_ID,
+        RUN_ID,
+        DATASET_ID,
+        DATAPOINT_ID,
+    ]
+    .iter()
+    .any(|k| k.as_str() == key)
+        || key.starts_with("baggage.")
 }
 
 impl fmt::Debug for Stamper {
@@ -176,7 +180,7 @@ impl fmt::Debug for Stamper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::export::prepare::{infer_event_type, prepare};
+    use crate::engine::export::prepare::prepare;
     use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
     use opentelemetry::InstrumentationScope;
     use opentelemetry_sdk::trace::SpanData;
@@ -304,13 +308,19 @@ mod tests {
 
     #[test]
     fn event_types() {
-        let t = |k: &str, v: &str| infer_event_type(&[KeyValue::new(k.to_string(), v.to_string())]);
+        let of = |attrs: Vec<KeyValue>| {
+            get(&exported(attrs), "honeyhive_event_type").expect("an event type")
+        };
+        let t = |k: &str, v: &str| of(vec![KeyValue::new(k.to_string(), v.to_string())]);
         assert_eq!(t("gen_ai.operation.name", "chat"), "model");
         assert_eq!(t("gen_ai.operation.name", "invoke_agent"), "chain");
         assert_eq!(t("openinference.span.kind", "RETRIEVER"), "tool");
         assert_eq!(t("openinference.span.kind", "LLM"), "model");
         assert_eq!(t("gen_ai.request.model", "gpt"), "model");
         assert_eq!(t("http.method", "GET"), "tool");
-        assert_eq!(infer_event_type(&[]), "tool");
+        assert_eq!(of(Vec::new()), "tool");
+        // An event type already set is kept.
+        let set = KeyValue::new(crate::engine::keys::EVENT_TYPE, "chain");
+        assert_eq!(of(vec![set]), "chain");
     }
 }

@@ -9,6 +9,7 @@ use crate::engine::export::pipeline::{ExporterFactory, Pipeline};
 use crate::engine::export::rest::{client_headers, Job, RestClient};
 use crate::engine::export::sink::{Exporter, Stats};
 use crate::engine::ids::ForkSafeIdGenerator;
+use crate::engine::keys::{PROJECT, SOURCE};
 use crate::engine::processor::HoneyHiveProcessor;
 use crate::engine::span::{Recording, SpanOptions};
 use crate::engine::stamp::Stamper;
@@ -51,9 +52,9 @@ fn build_resource(cfg: &Config) -> Resource {
     attrs.push(KeyValue::new("telemetry.sdk.version", VERSION));
     attrs.push(KeyValue::new("telemetry.sdk.language", "python"));
     if let Some(p) = &cfg.project {
-        attrs.push(KeyValue::new("honeyhive.project", p.clone()));
+        attrs.push(KeyValue::new(PROJECT, p.clone()));
     }
-    attrs.push(KeyValue::new("honeyhive.source", cfg.source.clone()));
+    attrs.push(KeyValue::new(SOURCE, cfg.source.clone()));
     Resource::builder_empty().with_attributes(attrs).build()
 }
 

@@ -218,17 +218,19 @@ pub fn internal_errors() -> u64 {
 }
 
 /// Make the engine panic, for tests of the panic shield and the supervision only:
-/// `"boundary"` panics in this call (which returns False, degraded); `"export"` makes
-/// the next `count` batch exports panic on the export thread.
+/// `"boundary"` panics in this call (which returns False, degraded); `"export"`,
+/// `"rest"` and `"exporter-shutdown"` make the next `count` batch exports, HoneyHive
+/// API calls or exporter shutdowns panic on the export thread.
 #[honeytrace_macros::function]
 #[pyo3(signature = (what, count=1))]
 pub fn _panic_for_test(what: &str, count: u32) -> bool {
-    match what {
+    let fault = match what {
         "boundary" => panic!("a panic raised on purpose by _panic_for_test"),
-        "export" => {
-            diag::inject_export_panics(count);
-            true
-        }
-        _ => false,
-    }
+        "export" => diag::Fault::Export,
+        "rest" => diag::Fault::ApiCall,
+        "exporter-shutdown" => diag::Fault::ExporterShutdown,
+        _ => return false,
+    };
+    diag::inject_panics(fault, count);
+    true
 }

@@ -28,7 +28,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 // ---------------------------------------------------------------------------------
 // Reports
@@ -424,9 +424,11 @@ pub fn default_tracer_id() -> Option<u64> {
     default_handle().map(|h| h.core.id)
 }
 
-/// `os.register_at_fork(after_in_child=...)`: fresh export threads, ids re-seeded.
+/// `os.register_at_fork(after_in_child=...)`: fresh log queue and export threads (and
+/// the locks they take), ids re-seeded.
 #[honeytrace_macros::function]
 pub fn after_fork_child() {
+    diag::after_fork_child();
     ids::bump_fork_epoch();
     for h in REGISTRY.all() {
         h.core.pipeline.after_fork_child();
@@ -440,15 +442,14 @@ pub fn flush_all(py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> bool {
     let handles = REGISTRY.all();
     let deadline = diag::deadline_after(timeout_arg(timeout, Duration::from_secs(30), "flush"));
     py.detach(move || {
-        let results: Vec<bool> = handles
+        // Every export thread starts at once; then wait for each.
+        let tickets: Vec<_> = handles
             .iter()
-            .map(|h| {
-                h.core
-                    .pipeline
-                    .flush(deadline.saturating_duration_since(Instant::now()))
-            })
+            .map(|h| h.core.pipeline.flush_begin())
             .collect();
-        results.into_iter().all(|ok| ok)
+        handles.iter().zip(tickets).fold(true, |ok, (h, t)| {
+            h.core.pipeline.flush_wait(t, deadline) && ok
+        })
     })
 }
 

@@ -8,6 +8,8 @@ use super::model::{
 use super::settings::{self, Kind, Setting, DEFAULT_FILE, DEFAULT_SERVER_URL, IGNORED_LEGACY_KEYS};
 use super::value::RawValue;
 use crate::engine::ids;
+use crate::engine::propagation::baggage::{self, is_token, printable};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -304,22 +306,7 @@ fn traces_endpoint(url: &str, what: &str, always_append: bool) -> CResult<String
 }
 
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    baggage::percent_decode(s, false).map_or_else(|| s.to_string(), Cow::into_owned)
 }
 
 /// `k1=v1,k2=v2` as used by `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_RESOURCE_ATTRIBUTES`.
@@ -340,12 +327,6 @@ fn parse_kv_list(s: &str, o: &Origin) -> CResult<Vec<(String, String)>> {
         out.push((k, percent_decode(v.trim())));
     }
     Ok(out)
-}
-
-fn is_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 fn matcher(v: &RawValue, o: &Origin) -> CResult<NameMatcher> {
@@ -406,11 +387,6 @@ fn filters(v: &RawValue) -> CResult<(Vec<NameMatcher>, Vec<NameMatcher>)> {
         }
     }
     Ok((include, exclude))
-}
-
-/// A session id outside HoneyHive cloud: any printable text up to 256 characters.
-pub fn valid_session_text(s: &str) -> bool {
-    !s.is_empty() && s.chars().count() <= 256 && !s.chars().any(char::is_control)
 }
 
 fn exporter_kind(name: &str, o: &Origin) -> CResult<ExporterKind> {
@@ -512,7 +488,8 @@ fn session(r: &Resolver<'_>, mode: Mode) -> CResult<(String, bool)> {
         }
         return Ok((s.to_ascii_lowercase(), true));
     }
-    if !valid_session_text(&s) {
+    // Outside HoneyHive cloud, any printable text, as for an incoming session id.
+    if !printable(&s, 256) {
         return err("session_id must be 1 to 256 printable characters");
     }
     Ok((s, true))
@@ -521,7 +498,7 @@ fn session(r: &Resolver<'_>, mode: Mode) -> CResult<(String, bool)> {
 fn otlp_headers(r: &Resolver<'_>) -> CResult<Vec<(String, Secret)>> {
     let mut out = Vec::new();
     for (k, v) in r.pairs("otlp_headers")? {
-        if !is_header_name(&k) {
+        if !is_token(&k) {
             return err(format!(
                 "otlp_headers: {k:?} is not a valid HTTP header name"
             ));
@@ -864,9 +841,9 @@ mod tests {
 
     #[test]
     fn header_names() {
-        assert!(is_header_name("x-api-key"));
-        assert!(!is_header_name("bad header"));
-        assert!(!is_header_name(""));
+        assert!(is_token("x-api-key"));
+        assert!(!is_token("bad header"));
+        assert!(!is_token(""));
     }
 
     #[test]

@@ -70,13 +70,13 @@ const fn s(
 pub const DEFAULT_SERVER_URL: &str = "https://api.dp1.us.honeyhive.ai";
 pub const DEFAULT_FILE: &str = ".honeytrace/traces.jsonl";
 pub const DEFAULT_MAX_QUEUE_SIZE: u64 = 16_384;
-pub const DEFAULT_MAX_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
+pub const DEFAULT_MAX_QUEUE_BYTES: u64 = 64 * MIB;
 pub const DEFAULT_ATTRIBUTE_BYTES: u64 = 64 * 1024;
 const EXPORTERS: &[&str] = &["otlp", "file", "console", "memory", "none"];
 const PROTOCOLS: &[&str] = &["http/protobuf", "http/json"];
 const COMPRESSIONS: &[&str] = &["gzip", "none"];
 const TRUST: &[&str] = &["continue", "restart", "ignore"];
-const MIB_64: u64 = 64 * 1024 * 1024;
 
 pub static SETTINGS: &[Setting] = &[
     s("api_key", &["HH_API_KEY", "HONEYHIVE_API_KEY"], Kind::Secret, "",
@@ -169,7 +169,7 @@ pub static SETTINGS: &[Setting] = &[
       Kind::Count { min: 0, max: u32::MAX as u64 }, "`1024`", "Events per span."),
     s("max_links", &["HH_MAX_LINKS", "OTEL_SPAN_LINK_COUNT_LIMIT"],
       Kind::Count { min: 0, max: u32::MAX as u64 }, "`128`", "Links per span."),
-    s("max_attribute_bytes", &["HH_MAX_ATTRIBUTE_BYTES"], Kind::Count { min: 64, max: MIB_64 },
+    s("max_attribute_bytes", &["HH_MAX_ATTRIBUTE_BYTES"], Kind::Count { min: 64, max: 64 * MIB },
       "`65536`",
       "Budget of one captured value (inputs, outputs, enrichment); longer values are cut with a marker, JSON stays valid."),
     s("redact", &[], Kind::Callable, "",

@@ -32,12 +32,10 @@ pub fn resource_attrs(resource: &Resource) -> ResourceAttributesWithSchema {
     ResourceAttributesWithSchema::from(resource)
 }
 
-#[cfg(test)]
-pub fn gzip(body: &[u8]) -> Result<Vec<u8>, String> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4 + 64),
-        flate2::Compression::fast(),
-    );
+/// `body` gzipped into `out` (cleared first; its capacity is reused).
+fn gzip_into(body: &[u8], mut out: Vec<u8>) -> Result<Vec<u8>, String> {
+    out.clear();
+    let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
     enc.write_all(body).map_err(|e| e.to_string())?;
     enc.finish().map_err(|e| e.to_string())
 }
@@ -116,13 +114,7 @@ impl OtlpExporter {
             }
         }
         if self.gzip {
-            self.zscratch.clear();
-            let mut enc = flate2::write::GzEncoder::new(
-                std::mem::take(&mut self.zscratch),
-                flate2::Compression::fast(),
-            );
-            enc.write_all(&self.scratch).map_err(|e| e.to_string())?;
-            self.zscratch = enc.finish().map_err(|e| e.to_string())?;
+            self.zscratch = gzip_into(&self.scratch, std::mem::take(&mut self.zscratch))?;
         }
         Ok(())
     }
@@ -185,7 +177,7 @@ mod tests {
     fn gzip_roundtrip() {
         use std::io::Read;
         let data = b"hello hello hello hello".repeat(100);
-        let z = gzip(&data).unwrap();
+        let z = gzip_into(&data, b"stale".to_vec()).unwrap();
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(z.as_slice())
             .read_to_end(&mut out)

@@ -6,8 +6,9 @@
 //! - `flush` and `shutdown` wait on a condition variable with a deadline; a hung
 //!   collector cannot hold them longer.
 //! - The thread is supervised: a panic anywhere in it is counted, logged, and the
-//!   thread starts over with a fresh exporter; the batch in hand is counted as failed.
-//!   After too many failures in a row it stops, says so, and counts what it drops.
+//!   thread starts over with a fresh exporter; the batch in hand is counted as failed,
+//!   and the spans taken with it go back to the front of the queue. After too many
+//!   failures in a row it stops, says so, and counts what it drops.
 //! - After `fork()` the child gets a fresh queue, exporter and thread (the parent's
 //!   locks may have been held by a thread that does not exist in the child); the old
 //!   state is leaked on purpose, as dropping it could wait on that dead thread.
@@ -28,17 +29,19 @@ use std::time::{Duration, Instant};
 /// How the export thread makes its exporter (again, after a failure or a fork).
 pub type ExporterFactory = Arc<dyn Fn() -> (Box<dyn Exporter>, Option<RestClient>) + Send + Sync>;
 
-/// Failures in a row after which the export thread gives up.
+/// Failures in a row after which the export thread gives up (the fifth stops it).
 const MAX_RESTARTS: u32 = 5;
+
+/// A queued span with its size (`span_bytes`), counted once when it is pushed, so
+/// what is subtracted from `State::bytes` is exactly what was added.
+type Queued = (SpanData, usize);
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<SpanData>,
+    queue: VecDeque<Queued>,
     jobs: VecDeque<Job>,
     /// Bytes of spans queued or taken by the thread and not yet handled.
     bytes: usize,
-    /// Spans taken by the thread and not yet handled.
-    in_flight: u64,
     /// When the queue last went from empty to non-empty (for the schedule delay).
     oldest_at: Option<Instant>,
     pushed: u64,
@@ -46,7 +49,6 @@ struct State {
     flush_target: u64,
     jobs_pushed: u64,
     jobs_done: u64,
-    jobs_target: u64,
     exporter_flushes_wanted: u64,
     exporter_flushes_done: u64,
     shutdown: bool,
@@ -86,7 +88,6 @@ impl Shared {
     fn handled(&self, n: u64, bytes: usize) {
         let mut st = self.lock();
         st.processed += n;
-        st.in_flight = st.in_flight.saturating_sub(n);
         st.bytes = st.bytes.saturating_sub(bytes);
         drop(st);
         self.done.notify_all();
@@ -175,36 +176,76 @@ fn spawn(factory: &ExporterFactory, batch: &BatchConfig, stats: &Arc<Stats>) -> 
     shared
 }
 
+/// What the export thread has taken from the queue and not yet handled. `supervise`
+/// owns it, so after a panic it knows which batch was lost (only that one counts as
+/// failed) and can put the spans taken with it back in the queue.
+#[derive(Default)]
+struct Hand {
+    /// Spans taken from the queue and not yet in a batch, oldest first.
+    taken: VecDeque<Queued>,
+    /// When the oldest of them was queued.
+    oldest: Option<Instant>,
+    /// The batch being exported: spans and bytes.
+    batch: (u64, usize),
+}
+
+impl Hand {
+    /// Put the spans not yet exported back at the front of the queue, ahead of newer
+    /// ones. Their bytes never left `State::bytes`. (The queue may briefly hold more
+    /// than `max_queue_size` spans; `max_queue_bytes` still bounds it.)
+    fn put_back(&mut self, st: &mut State) {
+        if self.taken.is_empty() {
+            return;
+        }
+        while let Some(span) = self.taken.pop_back() {
+            st.queue.push_front(span);
+        }
+        st.oldest_at = match (self.oldest.take(), st.oldest_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 /// Run the export loop; after a panic, count it, account for the batch in hand and
-/// start over with a fresh exporter, up to `MAX_RESTARTS` failures in a row.
+/// start over with a fresh exporter, until `MAX_RESTARTS` failures in a row.
 fn supervise(shared: &'static Shared, factory: &ExporterFactory) {
     let mut failures = 0u32;
+    let mut hand = Hand::default();
     loop {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let (exporter, rest) = factory();
-            run(shared, exporter, rest, &mut failures);
+            run(shared, exporter, rest, &mut failures, &mut hand);
         }));
         let Err(payload) = outcome else { return };
         diag::contained("the export thread", payload.as_ref());
-        failures += 1;
         let mut st = shared.lock();
-        let lost = st.in_flight;
+        if st.exited {
+            // The pipeline had finished (the exporter's shutdown panicked): every span
+            // is accounted for and there is nothing to restart.
+            drop(st);
+            shared.done.notify_all();
+            return;
+        }
+        failures += 1;
+        let (lost, lost_bytes) = std::mem::take(&mut hand.batch);
         st.processed += lost;
-        st.in_flight = 0;
-        // Every queued span still counts in `bytes`: recompute it from the queue.
-        st.bytes = st.queue.iter().map(span_bytes).sum();
+        st.bytes = st.bytes.saturating_sub(lost_bytes);
         Stats::add(&shared.stats.failed, lost);
-        if failures > MAX_RESTARTS {
+        hand.put_back(&mut st);
+        if failures >= MAX_RESTARTS {
             let left = st.queue.len() as u64;
+            let left_jobs = st.jobs.len() as u64;
             st.queue.clear();
             st.processed += left;
             st.bytes = 0;
-            st.jobs_done += st.jobs.len() as u64;
+            st.jobs_done += left_jobs;
             st.jobs.clear();
             st.exited = true;
             st.shutdown = true;
             drop(st);
             Stats::add(&shared.stats.dropped_after_shutdown, left);
+            Stats::add(&shared.stats.api_calls_failed, left_jobs);
             shared
                 .stats
                 .set_error("the export thread stopped after repeated failures");
@@ -232,70 +273,66 @@ fn supervise(shared: &'static Shared, factory: &ExporterFactory) {
 /// What one turn of the loop found to do.
 struct Turn {
     jobs: Vec<Job>,
+    /// Flush the exporter after this turn's batches (a flush or a shutdown asked).
     flush_exporter: bool,
+    /// `exporter_flushes_wanted` when the queue was taken: the flushes this turn's
+    /// exporter flush completes (everything pushed before them was taken with it).
+    flushes_seen: u64,
     deadline: Instant,
+    /// Partial batches go out too (a flush, a shutdown or the schedule delay).
     due: bool,
-    oldest: Option<Instant>,
 }
 
-/// Wait until there is work, then take it: jobs, and the whole queue (swapped for
-/// `taken`, which is empty, in O(1), so pushing callers never wait on a copy).
-fn next_turn(shared: &Shared, taken: &mut VecDeque<SpanData>) -> Turn {
+/// Wait until there is work, then take it: jobs, and the whole queue (swapped into
+/// `hand.taken`, which is empty, in O(1), so pushing callers never wait on a copy).
+fn next_turn(shared: &Shared, hand: &mut Hand) -> Turn {
     let batch_size = shared.batch.max_export_batch_size.max(1);
     let delay = shared.batch.schedule_delay;
     let mut st = shared.lock();
-    loop {
-        let flushing = st.flush_target > st.processed || st.jobs_target > st.jobs_done;
-        let exporter_flush = st.exporter_flushes_wanted > st.exporter_flushes_done;
-        if !st.jobs.is_empty()
-            || st.queue.len() >= batch_size
-            || (flushing && !st.queue.is_empty())
-            || exporter_flush
-            || st.shutdown
-        {
-            break;
+    let (flush_exporter, due) = loop {
+        let now = Instant::now();
+        if st.oldest_at.is_none() && !st.queue.is_empty() {
+            st.oldest_at = Some(now);
         }
-        if st.queue.is_empty() {
+        // When the oldest queued span has waited the schedule delay (None: nothing queued).
+        let ripe_at = st
+            .oldest_at
+            .filter(|_| !st.queue.is_empty())
+            .map(|t| t.checked_add(delay).unwrap_or(t));
+        let flush_exporter = st.exporter_flushes_wanted > st.exporter_flushes_done || st.shutdown;
+        // Partial batches go out only when something asks for them: a flush, a
+        // shutdown, or the schedule delay since the oldest span.
+        let due =
+            flush_exporter || st.flush_target > st.processed || ripe_at.is_some_and(|d| d <= now);
+        if flush_exporter
+            || !st.jobs.is_empty()
+            || st.queue.len() >= batch_size
+            || (due && !st.queue.is_empty())
+        {
+            break (flush_exporter, due);
+        }
+        st = match ripe_at {
             // Idle: poll at the schedule delay rather than have every push notify us
             // (a futex wake per span on the caller's thread). With a zero delay,
             // pushes notify and we sleep until then.
-            st = if delay.is_zero() {
-                match shared.wake.wait(st) {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                }
-            } else {
-                match shared.wake.wait_timeout(st, delay) {
-                    Ok((g, _)) => g,
-                    Err(p) => p.into_inner().0,
-                }
-            };
-        } else {
-            let oldest = st.oldest_at.unwrap_or_else(Instant::now);
-            let due = oldest.checked_add(delay).unwrap_or(oldest);
-            let now = Instant::now();
-            if now >= due {
-                break;
-            }
-            st = match shared.wake.wait_timeout(st, due - now) {
+            None if delay.is_zero() => match shared.wake.wait(st) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            },
+            None => match shared.wake.wait_timeout(st, delay) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
-            };
-        }
-    }
+            },
+            Some(ripe) => match shared.wake.wait_timeout(st, ripe - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            },
+        };
+    };
     let jobs: Vec<Job> = st.jobs.drain(..).collect();
-    // Partial batches go out only when something asks for them: a flush, a shutdown,
-    // or the schedule delay since the oldest span.
-    let oldest = st.oldest_at;
-    let now = Instant::now();
-    let due = st.flush_target > st.processed
-        || st.exporter_flushes_wanted > st.exporter_flushes_done
-        || st.shutdown
-        || oldest.is_some_and(|t| t.checked_add(delay).is_none_or(|d| d <= now));
-    std::mem::swap(&mut st.queue, taken);
-    st.in_flight += taken.len() as u64;
-    st.oldest_at = None;
-    let flush_exporter = st.exporter_flushes_wanted > st.exporter_flushes_done || st.shutdown;
+    debug_assert!(hand.taken.is_empty());
+    std::mem::swap(&mut st.queue, &mut hand.taken);
+    hand.oldest = st.oldest_at.take();
     let deadline = earliest(
         diag::deadline_after(shared.batch.export_timeout),
         st.shutdown_deadline,
@@ -303,19 +340,24 @@ fn next_turn(shared: &Shared, taken: &mut VecDeque<SpanData>) -> Turn {
     Turn {
         jobs,
         flush_exporter,
+        flushes_seen: st.exporter_flushes_wanted,
         deadline,
         due,
-        oldest,
     }
 }
 
 fn run_jobs(shared: &Shared, rest: &mut Option<RestClient>, jobs: Vec<Job>, deadline: Instant) {
     let n_jobs = jobs.len() as u64;
     let ctl = Ctl { shared, deadline };
+    let failed = || Stats::add(&shared.stats.api_calls_failed, 1);
     for job in jobs {
         match rest.as_mut() {
-            Some(client) if Instant::now() < deadline => client.run(&job, &ctl),
-            _ => Stats::add(&shared.stats.api_calls_failed, 1),
+            // A panic in one call fails that call; the job still counts as done, so
+            // flushes waiting for it do not wait out their timeout.
+            Some(client) if Instant::now() < deadline => {
+                diag::shield("a HoneyHive API call", failed, || client.run(&job, &ctl));
+            }
+            _ => failed(),
         }
     }
     if n_jobs > 0 {
@@ -325,27 +367,25 @@ fn run_jobs(shared: &Shared, rest: &mut Option<RestClient>, jobs: Vec<Job>, dead
 
 fn export_batch(shared: &Shared, exporter: &mut Box<dyn Exporter>, batch: Vec<SpanData>) {
     let n = batch.len() as u64;
-    let bytes: usize = batch.iter().map(span_bytes).sum();
     let deadline = earliest(
         diag::deadline_after(shared.batch.export_timeout),
         shared.lock().shutdown_deadline,
     );
     if Instant::now() >= deadline {
         Stats::add(&shared.stats.dropped_at_shutdown, n);
-    } else {
-        diag::injected_export_panic();
-        let ctl = Ctl { shared, deadline };
-        match exporter.export(batch, &ctl) {
-            Ok(()) => Stats::add(&shared.stats.exported, n),
-            Err(e) => {
-                Stats::add(&shared.stats.failed, n);
-                Stats::add(&shared.stats.failed_exports, 1);
-                shared.stats.set_error(&e);
-                diag::warn_limited("export-failed", &format!("could not export {n} spans: {e}"));
-            }
+        return;
+    }
+    diag::injected_panic(diag::Fault::Export);
+    let ctl = Ctl { shared, deadline };
+    match exporter.export(batch, &ctl) {
+        Ok(()) => Stats::add(&shared.stats.exported, n),
+        Err(e) => {
+            Stats::add(&shared.stats.failed, n);
+            Stats::add(&shared.stats.failed_exports, 1);
+            shared.stats.set_error(&e);
+            diag::warn_limited("export-failed", &format!("could not export {n} spans: {e}"));
         }
     }
-    shared.handled(n, bytes);
 }
 
 /// The export loop; returns when the pipeline has shut down.
@@ -354,26 +394,30 @@ fn run(
     mut exporter: Box<dyn Exporter>,
     mut rest: Option<RestClient>,
     failures: &mut u32,
+    hand: &mut Hand,
 ) {
     let batch_size = shared.batch.max_export_batch_size.max(1);
-    let mut taken: VecDeque<SpanData> = VecDeque::with_capacity(batch_size);
     loop {
-        let turn = next_turn(shared, &mut taken);
+        let turn = next_turn(shared, hand);
         run_jobs(shared, &mut rest, turn.jobs, turn.deadline);
         let mut exported_a_batch = false;
-        while !taken.is_empty() {
-            if !turn.due && taken.len() < batch_size {
+        while !hand.taken.is_empty() {
+            if !turn.due && hand.taken.len() < batch_size {
                 // Not due yet: the remainder goes back ahead of newer spans.
-                let mut st = shared.lock();
-                st.in_flight = st.in_flight.saturating_sub(taken.len() as u64);
-                while let Some(span) = taken.pop_back() {
-                    st.queue.push_front(span);
-                }
-                st.oldest_at = turn.oldest.or(st.oldest_at);
+                hand.put_back(&mut shared.lock());
                 break;
             }
-            let batch: Vec<SpanData> = taken.drain(..taken.len().min(batch_size)).collect();
+            let n = hand.taken.len().min(batch_size);
+            let mut batch = Vec::with_capacity(n);
+            let mut bytes = 0;
+            for (span, size) in hand.taken.drain(..n) {
+                batch.push(span);
+                bytes += size;
+            }
+            hand.batch = (n as u64, bytes);
             export_batch(shared, &mut exporter, batch);
+            let (n, bytes) = std::mem::take(&mut hand.batch);
+            shared.handled(n, bytes);
             exported_a_batch = true;
         }
         if turn.flush_exporter {
@@ -386,9 +430,9 @@ fn run(
         }
 
         let mut st = shared.lock();
-        // A flush is complete only once the exporter flushed after the queue emptied.
-        if turn.flush_exporter && st.queue.is_empty() {
-            st.exporter_flushes_done = st.exporter_flushes_wanted;
+        // The exporter flushed after every span pushed before these flushes asked.
+        if turn.flush_exporter {
+            st.exporter_flushes_done = st.exporter_flushes_done.max(turn.flushes_seen);
         }
         let finished = st.shutdown && st.queue.is_empty() && st.jobs.is_empty();
         let abandon = st.shutdown && st.shutdown_deadline.is_some_and(|d| Instant::now() >= d);
@@ -409,6 +453,7 @@ fn run(
             if left_jobs > 0 {
                 Stats::add(&shared.stats.api_calls_failed, left_jobs);
             }
+            diag::injected_panic(diag::Fault::ExporterShutdown);
             exporter.shutdown();
             shared.done.notify_all();
             return;
@@ -428,7 +473,7 @@ enum Sink {
     },
 }
 
-/// A flush in progress: what it waits for.
+/// A flush in progress (`Pipeline::flush_begin`): what it waits for.
 #[derive(Clone, Copy, Debug)]
 pub struct FlushTicket {
     spans: u64,
@@ -508,6 +553,8 @@ impl Pipeline {
     }
 
     fn push_to(&self, shared: &Shared, span: SpanData) {
+        // Sized before taking the lock, which every caller's thread contends for.
+        let size = span_bytes(&span);
         let mut st = shared.lock();
         if st.exited {
             drop(st);
@@ -515,8 +562,6 @@ impl Pipeline {
             return;
         }
         let full_count = st.queue.len() >= shared.batch.max_queue_size;
-        // Sized only when it can be queued (the drop path stays cheap under overload).
-        let size = if full_count { 0 } else { span_bytes(&span) };
         if full_count || st.bytes.saturating_add(size) > shared.batch.max_queue_bytes {
             drop(st);
             drop(span);
@@ -546,7 +591,7 @@ impl Pipeline {
         if st.queue.is_empty() {
             st.oldest_at = Some(Instant::now());
         }
-        st.queue.push_back(span);
+        st.queue.push_back((span, size));
         st.bytes += size;
         st.pushed += 1;
         let wake = st.queue.len() == shared.batch.max_export_batch_size
@@ -588,8 +633,9 @@ impl Pipeline {
         }
     }
 
-    /// Ask for everything ended so far to be exported (`flush_wait` waits for it).
-    fn flush_begin(&self) -> Option<FlushTicket> {
+    /// Ask for everything ended so far to be exported; `flush_wait` waits for it. None
+    /// when there is nothing to wait for (no export thread, or it has exited).
+    pub fn flush_begin(&self) -> Option<FlushTicket> {
         let Sink::Worker { slot, .. } = &self.sink else {
             return None;
         };
@@ -599,7 +645,6 @@ impl Pipeline {
             return None;
         }
         st.flush_target = st.flush_target.max(st.pushed);
-        st.jobs_target = st.jobs_target.max(st.jobs_pushed);
         st.exporter_flushes_wanted += 1;
         let ticket = FlushTicket {
             spans: st.pushed,
@@ -611,26 +656,22 @@ impl Pipeline {
         Some(ticket)
     }
 
-    fn ticket_state(st: &State, t: FlushTicket) -> Option<bool> {
-        if st.exited {
-            return Some(st.processed >= t.spans);
-        }
-        (st.processed >= t.spans
-            && st.jobs_done >= t.jobs
-            && st.exporter_flushes_done >= t.exporter_flush)
-            .then_some(true)
-    }
-
-    /// Wait for a flush until `until`. Blocking: a Python caller releases the GIL.
-    fn flush_wait(&self, t: FlushTicket, until: Instant) -> bool {
-        let Sink::Worker { slot, .. } = &self.sink else {
+    /// Wait for a flush begun with `flush_begin` until `until`: true once everything
+    /// ended before it was handled and the exporter flushed, or at the deadline when
+    /// the spans were handled. Blocking: a Python caller releases the GIL.
+    pub fn flush_wait(&self, ticket: Option<FlushTicket>, until: Instant) -> bool {
+        let (Some(t), Sink::Worker { slot, .. }) = (ticket, &self.sink) else {
             return true;
         };
         let shared = slot.get();
         let mut st = shared.lock();
         loop {
-            if let Some(ok) = Self::ticket_state(&st, t) {
-                return ok;
+            let spans = st.processed >= t.spans;
+            if st.exited {
+                return spans;
+            }
+            if spans && st.jobs_done >= t.jobs && st.exporter_flushes_done >= t.exporter_flush {
+                return true;
             }
             let (g, more) = shared.wait_done(st, until);
             st = g;
@@ -643,7 +684,7 @@ impl Pipeline {
     /// Wait until everything ended before this call has been handled.
     pub fn flush(&self, timeout: Duration) -> bool {
         let until = diag::deadline_after(timeout);
-        self.flush_begin().is_none_or(|t| self.flush_wait(t, until))
+        self.flush_wait(self.flush_begin(), until)
     }
 
     /// Start shutting down (for shutting many pipelines down in parallel).

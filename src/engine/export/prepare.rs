@@ -42,26 +42,6 @@ pub fn dedup(attrs: &mut Vec<KeyValue>) {
 /// HoneyHive event type from a span's attributes (its OpenTelemetry GenAI or
 /// OpenInference kind, else `model` when a model is named, else `tool`), without
 /// HoneyHive 1.7's span-name heuristic, which labels ordinary functions as `model`.
-#[cfg(test)]
-pub fn infer_event_type(attrs: &[KeyValue]) -> &'static str {
-    let mut op = None;
-    let mut oi = None;
-    let mut llm = false;
-    for kv in attrs {
-        match kv.key.as_str() {
-            "gen_ai.operation.name" => op = Some(&kv.value),
-            "openinference.span.kind" => oi = Some(&kv.value),
-            "gen_ai.request.model"
-            | "gen_ai.system"
-            | "llm.request.model"
-            | "llm.model_name"
-            | "gen_ai.response.model" => llm = true,
-            _ => {}
-        }
-    }
-    event_type_from(op, oi, llm)
-}
-
 fn event_type_from(op: Option<&Value>, oi: Option<&Value>, llm: bool) -> &'static str {
     if let Some(op) = op {
         match op.as_str().as_ref() {

@@ -69,6 +69,7 @@ impl RestClient {
 
     pub fn run(&mut self, job: &Job, ctl: &dyn ExportControl) {
         Stats::add(&ctl.stats().api_calls, 1);
+        diag::injected_panic(diag::Fault::ApiCall);
         let (method, path, body, what) = match job {
             Job::SessionStart { body, .. } => ("POST", "/session/start", body, "session start"),
             Job::UpdateEvent { body } => ("PUT", "/events", body, "event update"),

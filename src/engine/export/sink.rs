@@ -1,11 +1,10 @@
 //! What every exporter shares: the tracer's counters, the exporter trait and the
 //! control an exporter gets from the pipeline while it works.
 
+use crate::engine::diag::ForkSafeMutex;
 use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 /// Counters a user can read with `tracer.stats()`.
@@ -30,7 +29,8 @@ pub struct Stats {
     pub retries: AtomicU64,
     pub api_calls: AtomicU64,
     pub api_calls_failed: AtomicU64,
-    pub last_error: Mutex<Option<String>>,
+    /// Taken by the export thread: fork-safe (`reset` renews it in a forked child).
+    last_error: ForkSafeMutex<Option<String>>,
 }
 
 impl Stats {
@@ -43,19 +43,15 @@ impl Stats {
     }
 
     pub fn set_error(&self, e: &str) {
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+        *self.last_error.lock() = Some(e.to_string());
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.last_error.lock().clone()
     }
 
+    /// Start from zero (in a forked child: the parent's export thread may have held
+    /// the last error's lock when it forked, so that lock is replaced, not taken).
     pub fn reset(&self) {
         for c in [
             &self.started,
@@ -74,10 +70,7 @@ impl Stats {
         ] {
             c.store(0, Ordering::Relaxed);
         }
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.last_error.renew();
     }
 }
 

@@ -37,15 +37,37 @@ impl Member<'_> {
     }
 }
 
-/// RFC 7230 token characters (W3C baggage keys).
+/// RFC 7230 token characters (W3C baggage keys, HTTP header names).
 pub fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
-#[allow(clippy::many_single_char_names)] // byte-level decoding reads best in short names
-fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+/// Text of 1 to `max` characters without control characters (an incoming or
+/// configured session id, a baggage value the policy checks).
+pub fn printable(s: &str, max: usize) -> bool {
+    if s.is_empty() || s.chars().any(char::is_control) {
+        return false;
+    }
+    // Bytes bound characters from above: count only when it can matter.
+    s.len() <= max || s.chars().count() <= max
+}
+
+/// The value of one hex digit.
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decode `s` (copied only when it has a `%`). `strict` (W3C baggage): a `%`
+/// not followed by two hex digits, or bytes that are not UTF-8, give None. Otherwise
+/// (`OTEL_*` key=value lists) such a `%` is kept as it is and bad UTF-8 replaced.
+pub fn percent_decode(s: &str, strict: bool) -> Option<Cow<'_, str>> {
     let b = s.as_bytes();
     if !b.contains(&b'%') {
         return Some(Cow::Borrowed(s));
@@ -54,16 +76,28 @@ fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let h = b.get(i + 1..i + 3)?;
-            let v = u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()?;
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
+            let escape = b
+                .get(i + 1..i + 3)
+                .and_then(|h| Some(hex(h[0])? << 4 | hex(h[1])?));
+            if let Some(v) = escape {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+            if strict {
+                return None;
+            }
         }
+        out.push(b[i]);
+        i += 1;
     }
-    String::from_utf8(out).ok().map(Cow::Owned)
+    match String::from_utf8(out) {
+        Ok(text) => Some(Cow::Owned(text)),
+        Err(_) if strict => None,
+        Err(e) => Some(Cow::Owned(
+            String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        )),
+    }
 }
 
 /// W3C `baggage-octet`: printable ASCII except space, `"`, `,`, `;`, `\` and `%`.
@@ -123,7 +157,7 @@ pub fn parse(values: &[String]) -> Parsed<'_> {
                 out.dropped += 1;
                 continue;
             }
-            match percent_decode(v) {
+            match percent_decode(v, true) {
                 Some(v) => out.entries.push(Member {
                     key: k,
                     value: v,
@@ -195,6 +229,17 @@ mod tests {
             ]
         );
         assert_eq!(r.dropped, 0);
+    }
+
+    #[test]
+    fn percent_decoding_strict_and_lenient() {
+        let d = |s, strict| percent_decode(s, strict).map(Cow::into_owned);
+        assert_eq!(d("a%20b%2c", true).as_deref(), Some("a b,"));
+        for bad in ["%ZZ", "%4", "%", "%+1", "%FF"] {
+            assert_eq!(d(bad, true), None, "{bad}");
+        }
+        assert_eq!(d("%ZZ%4%+1%41", false).as_deref(), Some("%ZZ%4%+1A"));
+        assert_eq!(d("%FFa", false).as_deref(), Some("\u{FFFD}a"));
     }
 
     #[test]

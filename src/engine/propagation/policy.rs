@@ -5,7 +5,7 @@
 //! secret is configured), and signed sessions. Pure Rust: the boundary reads the
 //! carrier (`py::carrier`) and builds the Python Context (`py::propagation`).
 
-use super::baggage::{self, Member};
+use super::baggage::{self, printable, Member};
 use super::traceparent;
 use crate::engine::config::{Config, Mode, Trust};
 use crate::engine::diag;
@@ -78,14 +78,6 @@ fn canonical(key: &str) -> Option<(&'static str, usize)> {
             .position(|a| *a == key)
             .map(|rank| (*canon, rank))
     })
-}
-
-fn printable(s: &str, max: usize) -> bool {
-    if s.is_empty() || s.chars().any(char::is_control) {
-        return false;
-    }
-    // Bytes bound characters from above: count only when it can matter.
-    s.len() <= max || s.chars().count() <= max
 }
 
 // ---------------------------------------------------------------------------------
