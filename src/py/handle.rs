@@ -1,8 +1,6 @@
 //! One tracer as the boundary holds it (the engine `Core` and the Python strings its
 //! baggage defaults need), and the registry of live tracers.
 
-use crate::engine::config::Trust;
-use crate::engine::propagation::policy::Policy;
 use crate::engine::registry::{Entry, Registry};
 use crate::engine::stamp::{shared, Incoming};
 use crate::engine::tracer::Core;
@@ -120,10 +118,6 @@ impl Handle {
         // Dropped after the lock: freeing the previous dict can run a `__del__`.
         drop(old);
         inc
-    }
-
-    pub fn policy(&self, trust: Option<Trust>) -> Policy {
-        Policy::of(Some(&self.core.cfg), trust)
     }
 }
 

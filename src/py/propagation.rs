@@ -82,10 +82,7 @@ pub fn extract_context<'py>(
         Some(c) => c.clone(),
         None => b.current(py)?,
     };
-    let policy = match handle {
-        Some(h) => h.policy(trust),
-        None => crate::engine::propagation::policy::Policy::of(None, trust),
-    };
+    let policy = crate::engine::propagation::policy::Policy::of(handle.map(|h| &h.core.cfg), trust);
     if policy.trust == Trust::Ignore {
         count(&STATS.contexts_ignored, 1);
         return Ok(base);

@@ -20,7 +20,6 @@ use crate::engine::config::BatchConfig;
 use crate::engine::diag::{self, COUNTERS};
 use opentelemetry_sdk::trace::SpanData;
 use std::collections::VecDeque;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::PoisonError;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -213,10 +212,10 @@ fn supervise(shared: &'static Shared, factory: &ExporterFactory) {
     let mut failures = 0u32;
     let mut hand = Hand::default();
     loop {
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let outcome = diag::catch(|| {
             let (exporter, rest) = factory();
             run(shared, exporter, rest, &mut failures, &mut hand);
-        }));
+        });
         let Err(payload) = outcome else { return };
         diag::contained("the export thread", payload.as_ref());
         let mut st = shared.lock();

@@ -7,6 +7,7 @@
 
 use super::baggage::{self, printable, Member};
 use super::traceparent;
+use crate::engine::config::model::Secret;
 use crate::engine::config::{Config, Mode, Trust};
 use crate::engine::diag;
 use crate::engine::ids;
@@ -122,21 +123,22 @@ fn verify(secret: &str, session_id: &str, sig: &str) -> bool {
 // Extract
 
 /// How incoming context is treated, resolved from the call, the tracer and defaults.
-pub struct Policy {
+pub struct Policy<'a> {
     pub trust: Trust,
     pub require_uuid: bool,
-    pub secret: Option<String>,
+    /// Borrowed from the tracer's configuration (never copied per request).
+    pub secret: Option<&'a str>,
 }
 
-impl Policy {
+impl<'a> Policy<'a> {
     /// The policy of a tracer (`cfg`), with an explicit `trust` winning.
-    pub fn of(cfg: Option<&Config>, trust: Option<Trust>) -> Policy {
+    pub fn of(cfg: Option<&'a Config>, trust: Option<Trust>) -> Policy<'a> {
         Policy {
             trust: trust
                 .or_else(|| cfg.map(|c| c.trust))
                 .unwrap_or(Trust::Continue),
             require_uuid: cfg.is_some_and(|c| c.mode == Mode::Cloud),
-            secret: cfg.and_then(|c| c.baggage_secret.as_ref().map(|s| s.expose().to_string())),
+            secret: cfg.and_then(|c| c.baggage_secret.as_ref().map(Secret::expose)),
         }
     }
 }
@@ -150,7 +152,7 @@ pub struct Incoming<'a> {
 
 /// Parse, normalize and validate what a carrier holds (pure Rust, no Python objects).
 #[allow(clippy::too_many_lines)] // one pass over the headers, in the order the spec gives
-pub fn interpret<'a>(h: &'a Headers, policy: &Policy) -> Incoming<'a> {
+pub fn interpret<'a>(h: &'a Headers, policy: &Policy<'_>) -> Incoming<'a> {
     let mut parent = None;
     if !h.traceparent.is_empty() {
         let first = &h.traceparent[0];
@@ -276,7 +278,7 @@ mod tests {
         }))
     }
 
-    fn policy() -> Policy {
+    fn policy() -> Policy<'static> {
         Policy {
             trust: Trust::Continue,
             require_uuid: false,
@@ -343,7 +345,7 @@ mod tests {
     #[test]
     fn signed_sessions() {
         let mut p = policy();
-        p.secret = Some("a-long-enough-shared-secret".into());
+        p.secret = Some("a-long-enough-shared-secret");
         let sig = sign("a-long-enough-shared-secret", "sess-1");
         let good = format!("session_id=sess-1;sig={sig}");
         assert_eq!(
