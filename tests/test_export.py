@@ -312,3 +312,49 @@ def test_spans_are_exported_on_schedule_without_a_flush(
         pass
     assert len(receiver.wait_for_spans(2, timeout=10)) == 2
     assert t.stats()["queued"] == 0
+
+
+def test_requests_are_cut_by_batch_bytes(receiver: Receiver, make_tracer: Make) -> None:
+    # Large captured values: a batch of 512 such spans would be a ~25 MB request, over
+    # common collector limits. batch_bytes cuts it, and a full batch by bytes goes out
+    # without waiting for flush_interval.
+    limit = 200_000
+    t = make_tracer(otlp_endpoint=receiver.url, batch_bytes=limit, flush_interval=60.0)
+
+    @t.trace()
+    def big(a: str) -> None:
+        return None
+
+    for _ in range(20):
+        big("x" * 50_000)
+    full_batches = receiver.wait_for_spans(16, timeout=10.0)  # no flush asked
+    assert len(full_batches) >= 16
+    t.flush(timeout=10.0)
+    spans = receiver.wait_for_spans(20)
+    assert len(spans) == 20
+    requests = receiver.delivered()
+    per_request = [
+        sum(len(ss.spans) for rs in r.trace_request.resource_spans for ss in rs.scope_spans)
+        for r in requests
+        if r.trace_request is not None
+    ]
+    assert sum(per_request) == 20
+    assert max(per_request) <= limit // 50_000, per_request
+    assert max(len(r.body) for r in requests) <= limit, [len(r.body) for r in requests]
+    assert t.stats()["exported"] == 20
+
+
+def test_a_span_larger_than_batch_bytes_goes_alone(receiver: Receiver, make_tracer: Make) -> None:
+    t = make_tracer(otlp_endpoint=receiver.url, batch_bytes=1024)
+
+    @t.trace()
+    def big(a: str) -> None:
+        return None
+
+    for _ in range(3):
+        big("y" * 5_000)
+    t.flush(timeout=10.0)
+    assert len(receiver.wait_for_spans(3)) == 3
+    assert len(receiver.delivered()) == 3  # one request each, none refused
+    assert t.stats()["exported"] == 3
+    assert t.stats()["dropped"] == 0

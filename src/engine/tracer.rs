@@ -105,6 +105,7 @@ fn exporter_factory(cfg: &Config, resource: &Resource) -> ExporterFactory {
                 gzip: cfg.gzip,
                 max_retries: cfg.batch.max_retries,
                 connect_timeout: connect,
+                keep_buffer: cfg.batch.max_export_batch_bytes.saturating_mul(2),
             });
             let retries = cfg.batch.max_retries;
             Arc::new(move || {

@@ -116,6 +116,8 @@ pub struct BatchConfig {
     /// Bytes of finished spans held for export, queued and in flight.
     pub max_queue_bytes: usize,
     pub max_export_batch_size: usize,
+    /// Bytes of spans (`span_bytes`) per export request; a larger span goes alone.
+    pub max_export_batch_bytes: usize,
     pub schedule_delay: Duration,
     pub export_timeout: Duration,
     pub max_retries: u32,

@@ -534,6 +534,7 @@ fn batch(r: &Resolver<'_>) -> CResult<BatchConfig> {
     let max_queue_size = size("max_queue_size", settings::DEFAULT_MAX_QUEUE_SIZE)?;
     let max_queue_bytes = size("max_queue_bytes", settings::DEFAULT_MAX_QUEUE_BYTES)?;
     let mut max_export_batch_size = size("batch_size", 512)?;
+    let max_export_batch_bytes = size("batch_bytes", settings::DEFAULT_BATCH_BYTES)?;
     if max_export_batch_size > max_queue_size {
         return err(format!(
             "batch_size ({max_export_batch_size}) must not exceed max_queue_size ({max_queue_size})"
@@ -551,6 +552,7 @@ fn batch(r: &Resolver<'_>) -> CResult<BatchConfig> {
         max_queue_size,
         max_queue_bytes,
         max_export_batch_size,
+        max_export_batch_bytes,
         schedule_delay,
         export_timeout: r
             .seconds("export_timeout")?

@@ -72,6 +72,7 @@ pub const DEFAULT_FILE: &str = ".honeytrace/traces.jsonl";
 pub const DEFAULT_MAX_QUEUE_SIZE: u64 = 16_384;
 const MIB: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_QUEUE_BYTES: u64 = 64 * MIB;
+pub const DEFAULT_BATCH_BYTES: u64 = 4 * MIB;
 pub const DEFAULT_ATTRIBUTE_BYTES: u64 = 64 * 1024;
 const EXPORTERS: &[&str] = &["otlp", "file", "console", "memory", "none"];
 const PROTOCOLS: &[&str] = &["http/protobuf", "http/json"];
@@ -127,6 +128,9 @@ pub static SETTINGS: &[Setting] = &[
     s("batch_size",
       &["HH_BATCH_SIZE", "HH_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"],
       Kind::Count { min: 1, max: 1 << 24 }, "`512`", "Spans per export request."),
+    s("batch_bytes", &["HH_BATCH_BYTES"],
+      Kind::Count { min: 1024, max: 1 << 30 }, "`4194304` (4 MiB)",
+      "Bytes of spans per export request, as held in the queue (a larger span goes alone); keeps requests under collectors' size limits and bounds the request buffer."),
     Setting {
         key: "flush_interval",
         env: &["HH_FLUSH_INTERVAL"],

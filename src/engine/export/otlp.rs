@@ -51,6 +51,7 @@ pub struct OtlpExporter {
     gzip: bool,
     resource: ResourceAttributesWithSchema,
     max_retries: u32,
+    keep_buffer: usize,
 }
 
 pub struct OtlpSettings {
@@ -60,6 +61,9 @@ pub struct OtlpSettings {
     pub gzip: bool,
     pub max_retries: u32,
     pub connect_timeout: Duration,
+    /// Request buffers larger than this after a request are freed rather than kept
+    /// for the next one (a span larger than `batch_bytes` went alone).
+    pub keep_buffer: usize,
 }
 
 impl OtlpExporter {
@@ -93,6 +97,7 @@ impl OtlpExporter {
             gzip: s.gzip,
             resource: resource_attrs(resource),
             max_retries: s.max_retries,
+            keep_buffer: s.keep_buffer,
         }
     }
 
@@ -122,6 +127,18 @@ impl OtlpExporter {
 
 impl Exporter for OtlpExporter {
     fn export(&mut self, batch: Vec<SpanData>, ctl: &dyn ExportControl) -> ExportResult {
+        let result = self.send(batch, ctl);
+        for buf in [&mut self.scratch, &mut self.zscratch] {
+            if buf.capacity() > self.keep_buffer {
+                *buf = Vec::new();
+            }
+        }
+        result
+    }
+}
+
+impl OtlpExporter {
+    fn send(&mut self, batch: Vec<SpanData>, ctl: &dyn ExportControl) -> ExportResult {
         let n = batch.len();
         self.body(batch)?;
         let body = if self.gzip {

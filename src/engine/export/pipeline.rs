@@ -3,6 +3,8 @@
 //!
 //! - Nothing blocks the caller: a full queue (in spans or in bytes, counting the batch
 //!   being exported) drops the span and counts it.
+//! - A batch is at most `batch_size` spans and `batch_bytes` bytes (a larger span goes
+//!   alone): requests stay under collectors' size limits, and the request buffer small.
 //! - `flush` and `shutdown` wait on a condition variable with a deadline; a hung
 //!   collector cannot hold them longer.
 //! - The thread is supervised: a panic anywhere in it is counted, logged, and the
@@ -189,6 +191,21 @@ struct Hand {
 }
 
 impl Hand {
+    /// The next batch from the front of `taken`: how many spans, their bytes, and
+    /// whether it is full (`max_spans` spans, or `max_bytes` reached; a span larger
+    /// than `max_bytes` makes a batch alone) rather than short of spans.
+    fn next_batch(&self, max_spans: usize, max_bytes: usize) -> (usize, usize, bool) {
+        let (mut n, mut bytes) = (0, 0usize);
+        for &(_, size) in &self.taken {
+            if n == max_spans || (n > 0 && bytes.saturating_add(size) > max_bytes) {
+                return (n, bytes, true);
+            }
+            n += 1;
+            bytes = bytes.saturating_add(size);
+        }
+        (n, bytes, n == max_spans || bytes >= max_bytes)
+    }
+
     /// Put the spans not yet exported back at the front of the queue, ahead of newer
     /// ones. Their bytes never left `State::bytes`. (The queue may briefly hold more
     /// than `max_queue_size` spans; `max_queue_bytes` still bounds it.)
@@ -306,6 +323,7 @@ fn next_turn(shared: &Shared, hand: &mut Hand) -> Turn {
         if flush_exporter
             || !st.jobs.is_empty()
             || st.queue.len() >= batch_size
+            || st.bytes >= shared.batch.max_export_batch_bytes
             || (due && !st.queue.is_empty())
         {
             break (flush_exporter, due);
@@ -396,23 +414,19 @@ fn run(
     hand: &mut Hand,
 ) {
     let batch_size = shared.batch.max_export_batch_size.max(1);
+    let batch_bytes = shared.batch.max_export_batch_bytes;
     loop {
         let turn = next_turn(shared, hand);
         run_jobs(shared, &mut rest, turn.jobs, turn.deadline);
         let mut exported_a_batch = false;
         while !hand.taken.is_empty() {
-            if !turn.due && hand.taken.len() < batch_size {
+            let (n, bytes, full) = hand.next_batch(batch_size, batch_bytes);
+            if !turn.due && !full {
                 // Not due yet: the remainder goes back ahead of newer spans.
                 hand.put_back(&mut shared.lock());
                 break;
             }
-            let n = hand.taken.len().min(batch_size);
-            let mut batch = Vec::with_capacity(n);
-            let mut bytes = 0;
-            for (span, size) in hand.taken.drain(..n) {
-                batch.push(span);
-                bytes += size;
-            }
+            let batch: Vec<SpanData> = hand.taken.drain(..n).map(|(span, _)| span).collect();
             hand.batch = (n as u64, bytes);
             export_batch(shared, &mut exporter, batch);
             let (n, bytes) = std::mem::take(&mut hand.batch);
@@ -593,7 +607,12 @@ impl Pipeline {
         st.queue.push_back((span, size));
         st.bytes += size;
         st.pushed += 1;
+        // A full batch wakes the thread: `batch_size` spans, or `batch_bytes` crossed
+        // by this span (the bytes include a batch in flight, after which the thread
+        // looks at the queue again anyway).
+        let batch_bytes = shared.batch.max_export_batch_bytes;
         let wake = st.queue.len() == shared.batch.max_export_batch_size
+            || (st.bytes >= batch_bytes && st.bytes - size < batch_bytes)
             || shared.batch.schedule_delay.is_zero();
         drop(st);
         if wake {
