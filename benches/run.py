@@ -613,7 +613,9 @@ def main() -> None:
         f" ({(time.time() - started) / 60:.0f} min).\n\n"
         f"- Date: {datetime.date.today().isoformat()}\n- Machine: {machine()}\n- Versions: {versions()}\n"
         "- Method: every contender runs in its own worker process; rounds are interleaved"
-        ' (A B C A B C ...) after a warm-up round; "added per call" is the decorated loop minus the'
+        " (A B C A B C ...) after a warm-up round, and each contender flushes its export after"
+        " its round, untimed, so no contender's background export runs during another's round;"
+        ' "added per call" is the decorated loop minus the'
         " undecorated loop in the same round; ratios are computed per round and summarised by their"
         " median. Timings are never pass/fail tests.\n\n![per-call overhead](performance.png)\n\n"
     )
