@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -92,6 +93,61 @@ def run_python(
     )
 
 
+# A child interpreter that reports back. Its code runs after ``REPORTING_PRELUDE``,
+# which gives it ``logs()`` (honeytrace's log records as [level, message]),
+# ``wait_until(predicate)``, ``done(**values)`` and the test receiver; ``run_reporting``
+# returns what ``done`` reported, with the child's stderr as ``_stderr``.
+REPORTING_PRELUDE = """
+import json, logging, sys, threading, time
+import honeytrace
+from honeytrace import HoneyHiveTracer, _core
+from otlp_receiver import Receiver, flatten
+
+RECORDS = []
+
+class _Keep(logging.Handler):
+    def emit(self, record):
+        RECORDS.append([record.levelno, record.getMessage()])
+
+logging.getLogger("honeytrace").addHandler(_Keep())
+
+def logs():
+    honeytrace._log.drain()
+    return list(RECORDS)
+
+def wait_until(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+def done(**values):
+    print("RESULT " + json.dumps(values, default=repr))
+"""
+
+
+def run_reporting(code: str, timeout: float = 240.0) -> dict[str, Any]:
+    """Run ``code`` after ``REPORTING_PRELUDE`` in a fresh interpreter (clean HH_/OTEL_
+    environment); what it reported with ``done(**values)``. A crash or a missing report
+    fails with its output."""
+    proc = run_python(REPORTING_PRELUDE + textwrap.dedent(code), timeout=timeout)
+    reports = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and reports, (
+        f"subprocess failed (rc={proc.returncode})\nstdout:\n{proc.stdout[-3000:]}\n"
+        f"stderr:\n{proc.stderr[-6000:]}"
+    )
+    out: dict[str, Any] = json.loads(reports[-1][len("RESULT ") :])
+    out["_stderr"] = proc.stderr
+    return out
+
+
+def messages(records: list[list[Any]], level: int) -> list[str]:
+    """The messages of ``logs()`` records at ``level``."""
+    return [m for lvl, m in records if lvl == level]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now: for a server a test
     starts, or for an endpoint whose connections must be refused at once."""
@@ -124,6 +180,8 @@ __all__ = [
     "child_env",
     "free_port",
     "honeytrace",
+    "messages",
     "run_python",
+    "run_reporting",
     "spans_by_name",
 ]

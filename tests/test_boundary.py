@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -34,65 +33,13 @@ from _boundary_enum import (
     _self_list,
     stub_listing,
 )
-from conftest import REPO, child_env, run_python
+from conftest import REPO, child_env, messages, run_reporting
 from honeytrace import HoneyHiveTracer, _core, trace
 from otlp_receiver import Receiver, Reply
 
 Make = Callable[..., HoneyHiveTracer]
 
 HUGE_RETRY_AFTER = "18446744073709551615"  # u64::MAX seconds
-
-
-# ---------------------------------------------------------------------------------
-# Helpers
-
-
-def _python(code: str, timeout: float = 180.0) -> dict[str, Any]:
-    """Run ``code`` in a fresh interpreter (clean HH_/OTEL_ environment); it reports
-    with ``done(**values)``. A crash or a missing report fails with its stderr."""
-    proc = run_python(PRELUDE + textwrap.dedent(code), timeout=timeout)
-    reports = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and reports, (
-        f"subprocess failed (rc={proc.returncode})\nstdout:\n{proc.stdout[-3000:]}\n"
-        f"stderr:\n{proc.stderr[-6000:]}"
-    )
-    out: dict[str, Any] = json.loads(reports[-1][len("RESULT ") :])
-    out["_stderr"] = proc.stderr
-    return out
-
-
-PRELUDE = """
-import json, logging, sys, threading, time
-import honeytrace
-from honeytrace import HoneyHiveTracer, _core
-
-RECORDS = []
-
-class _Keep(logging.Handler):
-    def emit(self, record):
-        RECORDS.append([record.levelno, record.getMessage()])
-
-logging.getLogger("honeytrace").addHandler(_Keep())
-
-def logs():
-    honeytrace._log.drain()
-    return list(RECORDS)
-
-def wait_until(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-def done(**values):
-    print("RESULT " + json.dumps(values, default=repr))
-"""
-
-
-def _messages(records: list[list[Any]], level: int) -> list[str]:
-    return [m for lvl, m in records if lvl == level]
 
 
 # ---------------------------------------------------------------------------------
@@ -177,7 +124,7 @@ def test_enumeration_runs_to_completion_and_covers_the_api(enumeration: dict[str
     assert not expected - targets, f"not enumerated: {sorted(expected - targets)}"
 
 
-def test_no_base_exception_reaches_python(enumeration: dict[str, Any]) -> None:
+def test_no_base_exception_reachesrun_reporting(enumeration: dict[str, Any]) -> None:
     """No call raises a BaseException that is not an Exception: no PanicException, and
     (since none is ever used as an argument) no KeyboardInterrupt or SystemExit."""
     report = _report(enumeration)
@@ -500,13 +447,13 @@ def test_huge_retry_after_fails_one_batch_and_the_export_thread_survives(
     huge_retry_after_receiver: Receiver,
 ) -> None:
     r = huge_retry_after_receiver
-    out = _python(f"URL = {r.traces_url!r}\n" + RETRY_AFTER_OTLP)
+    out = run_reporting(f"URL = {r.traces_url!r}\n" + RETRY_AFTER_OTLP)
     s1, s2 = out["s1"], out["s2"]
     assert isinstance(out["flush1"], bool) and isinstance(out["flush2"], bool)
     # The first batch: one 503 with a wait past any deadline; counted as failed.
     assert (s1["failed"], s1["failed_exports"], s1["exported"]) == (3, 1, 0)
     assert "HTTP 503" in (s1["last_error"] or "")
-    warnings = _messages(out["logs"], 30)
+    warnings = messages(out["logs"], 30)
     assert any("could not export 3 spans" in m for m in warnings), out["logs"]
     # Handled, not panicked on and restarted.
     assert s2["internal_errors"] == 0 and s2["thread_restarts"] == 0
@@ -552,13 +499,13 @@ def test_huge_retry_after_on_session_start_does_not_stop_the_export_thread(
     """The REST call (session start) runs on the export thread too: before the fix the
     overflow killed that thread, silently, and every span stayed queued."""
     r = huge_retry_after_session_receiver
-    out = _python(f"URL = {r.url!r}\nFLUSH = 30\n" + RETRY_AFTER_SESSION)
+    out = run_reporting(f"URL = {r.url!r}\nFLUSH = 30\n" + RETRY_AFTER_SESSION)
     s1, s2 = out["s1"], out["s2"]
     assert out["flush1"] is True and out["flush2"] is True
     assert s1["api_calls_failed"] == 1
     assert (s2["exported"], s2["queued"], s2["failed"]) == (4, 0, 0)
     assert s2["internal_errors"] == 0
-    assert any("session start failed" in m for m in _messages(out["logs"], 30)), out["logs"]
+    assert any("session start failed" in m for m in messages(out["logs"], 30)), out["logs"]
     assert sorted(s["name"] for s in r.spans()) == ["first-0", "first-1", "first-2", "second"]
     assert [req.status for req in r.requests if req.path == "/session/start"] == [503]
 
@@ -568,7 +515,7 @@ def test_huge_retry_after_on_session_start_does_not_stop_the_export_thread(
 
 
 def test_export_thread_restarts_after_a_panic(receiver: Receiver) -> None:
-    out = _python(
+    out = run_reporting(
         f"URL = {receiver.traces_url!r}\n"
         + """
 t = HoneyHiveTracer.init(otlp_endpoint=URL, export_timeout=5, project="p", source="s")
@@ -589,7 +536,7 @@ done(before=before, mid=mid, after=after, flush1=flush1, flush2=flush2, logs=log
     assert mid["thread_restarts"] == before["thread_restarts"] + 1
     assert mid["failed"] == before["failed"] + 3  # the batch in hand when it panicked
     assert mid["internal_errors"] == before["internal_errors"] + 1
-    warnings = _messages(out["logs"], 30)
+    warnings = messages(out["logs"], 30)
     assert any("export thread failed and was restarted" in m for m in warnings), out["logs"]
     # Later spans go out through the restarted thread.
     assert after["exported"] == before["exported"] + 1
@@ -624,7 +571,7 @@ done(stopped=stopped, late=late, flush1=flush1, flush2=flush2, logs=logs())
 
 def _assert_stopped(out: dict[str, Any], n: int) -> None:
     stopped, late = out["stopped"], out["late"]
-    errors = _messages(out["logs"], 40)
+    errors = messages(out["logs"], 40)
     assert any("export thread failed" in m and "stopped" in m for m in errors), out["logs"]
     assert "stopped after repeated failures" in (stopped["last_error"] or "")
     assert stopped["failed"] + stopped["dropped"] == n  # every span accounted for
@@ -637,7 +584,7 @@ def _assert_stopped(out: dict[str, Any], n: int) -> None:
 
 def test_export_thread_stops_after_repeated_failures(receiver: Receiver) -> None:
     n = 10
-    out = _python(
+    out = run_reporting(
         f"URL = {receiver.traces_url!r}\nN = {n}\nFLUSH_EACH = False\n"
         + STOPS_AFTER_REPEATED_FAILURES
     )
@@ -647,7 +594,7 @@ def test_export_thread_stops_after_repeated_failures(receiver: Receiver) -> None
 
 def test_export_thread_stops_after_repeated_failures_with_flushes(receiver: Receiver) -> None:
     n = 12
-    out = _python(
+    out = run_reporting(
         f"URL = {receiver.traces_url!r}\nN = {n}\nFLUSH_EACH = True\n"
         + STOPS_AFTER_REPEATED_FAILURES
     )
@@ -659,7 +606,7 @@ def test_export_thread_stops_after_repeated_failures_with_flushes(receiver: Rece
 
 
 def test_panic_in_a_boundary_call_is_contained_and_counted() -> None:
-    out = _python("""
+    out = run_reporting("""
 t = HoneyHiveTracer.init(test_mode=True)
 before, stats_before = _core.internal_errors(), t.stats()["internal_errors"]
 raised = None
@@ -682,7 +629,7 @@ done(result=result, raised=raised, before=before, after=after,
     assert out["stats_after"] == out["stats_before"] + 1
     assert out["unknown"] is False and out["after_unknown"] == out["after"]
     assert out["spans"] == ["after-panic"]  # tracing goes on
-    warnings = _messages(out["logs"], 30)
+    warnings = messages(out["logs"], 30)
     assert any("internal error in _panic_for_test was contained" in m for m in warnings)
     assert "PanicException" not in out["_stderr"]
 

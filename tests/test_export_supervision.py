@@ -10,69 +10,9 @@ be rate-limited for 30 s in other tests that expect it.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-from typing import Any
-
-from conftest import child_env
+from conftest import messages, run_reporting
 from otlp_receiver import Receiver, Reply
 from test_memory_bound import assert_accounted
-
-PRELUDE = """
-import json, logging, sys, threading, time
-import honeytrace
-from honeytrace import HoneyHiveTracer, _core
-from otlp_receiver import Receiver, flatten
-
-RECORDS = []
-
-class _Keep(logging.Handler):
-    def emit(self, record):
-        RECORDS.append([record.levelno, record.getMessage()])
-
-logging.getLogger("honeytrace").addHandler(_Keep())
-
-def logs():
-    honeytrace._log.drain()
-    return list(RECORDS)
-
-def wait_until(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-def done(**values):
-    print("RESULT " + json.dumps(values, default=repr))
-"""
-
-
-def _python(code: str, timeout: float = 240.0) -> dict[str, Any]:
-    """Run ``code`` in a fresh interpreter (clean HH_/OTEL_ environment, tests/
-    importable); it reports with ``done(**values)``."""
-    proc = subprocess.run(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    reports = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and reports, (
-        f"subprocess failed (rc={proc.returncode})\nstdout:\n{proc.stdout[-3000:]}\n"
-        f"stderr:\n{proc.stderr[-6000:]}"
-    )
-    out: dict[str, Any] = json.loads(reports[-1][len("RESULT ") :])
-    return out
-
-
-def _messages(records: list[list[Any]], level: int) -> list[str]:
-    return [m for lvl, m in records if lvl == level]
-
 
 # ---------------------------------------------------------------------------------
 # A flush under steady load
@@ -135,7 +75,7 @@ def test_flush_completes_while_spans_keep_coming(receiver: Receiver) -> None:
     its whole timeout while the export thread sent batch after batch."""
     # A collector slower than the producer, so the queue never runs dry on its own.
     receiver.default_reply = Reply(200, delay=0.02)
-    out = _python(f"URL = {receiver.traces_url!r}\nQUEUE = 2048\n" + FLUSH_UNDER_LOAD)
+    out = run_reporting(f"URL = {receiver.traces_url!r}\nQUEUE = 2048\n" + FLUSH_UNDER_LOAD)
     assert out["busy"], "the export thread never exported under load"
     flushes = out["flushes"]
     assert [f["ok"] for f in flushes] == [True, True, True], flushes
@@ -187,7 +127,7 @@ done(held=held, queued=queued, flushed=flushed, stats=stats, names=names, logs=l
 def test_a_panic_loses_only_the_batch_in_hand() -> None:
     """The export thread takes the whole queue at once; before the fix a panic on its
     first batch counted everything it had taken (up to the whole queue) as failed."""
-    out = _python(f"B = {B}\n" + ONE_BAD_BATCH)
+    out = run_reporting(f"B = {B}\n" + ONE_BAD_BATCH)
     assert out["held"] and out["queued"] == 3 * B, out
     stats = out["stats"]
     assert out["flushed"] is True
@@ -199,7 +139,7 @@ def test_a_panic_loses_only_the_batch_in_hand() -> None:
     # The batch in hand is the oldest of the three; the others are delivered once each.
     expected = [f"first-{i}" for i in range(B)] + [f"next-{i}" for i in range(B, 3 * B)]
     assert sorted(out["names"]) == sorted(expected)
-    warnings = _messages(out["logs"], 30)
+    warnings = messages(out["logs"], 30)
     assert any(f"restarted; {B} spans in hand counted as failed" in m for m in warnings), out[
         "logs"
     ]
@@ -227,7 +167,7 @@ done(stats=t.stats(), logs=logs())
 
 def test_the_export_thread_stops_after_five_failures_in_a_row(receiver: Receiver) -> None:
     n = 8
-    out = _python(f"URL = {receiver.traces_url!r}\nN = {n}\n" + FIVE_FAILURES)
+    out = run_reporting(f"URL = {receiver.traces_url!r}\nN = {n}\n" + FIVE_FAILURES)
     stats = out["stats"]
     # One span per batch: five batches fail (four restarts), then the thread stops.
     assert stats["failed"] == 5, stats
@@ -235,7 +175,7 @@ def test_the_export_thread_stops_after_five_failures_in_a_row(receiver: Receiver
     assert stats["thread_restarts"] == 4, stats
     assert stats["dropped"] == stats["dropped_after_shutdown"] == n - 5, stats
     assert_accounted(stats, n)
-    errors = _messages(out["logs"], 40)
+    errors = messages(out["logs"], 40)
     assert any("failed 5 times in a row and stopped" in m for m in errors), out["logs"]
     assert receiver.spans() == []
 
@@ -259,7 +199,7 @@ def test_a_panic_in_a_rest_call_is_counted_and_does_not_stall_flushes(
 ) -> None:
     """Before the fix the panic restarted the thread and the job never counted as
     done, so this flush (and every later one) waited its whole timeout."""
-    out = _python(f"URL = {receiver.url!r}\n" + REST_PANIC)
+    out = run_reporting(f"URL = {receiver.url!r}\n" + REST_PANIC)
     stats = out["stats"]
     assert out["flushed"] is True
     assert (stats["api_calls_failed"], stats["internal_errors"]) == (1, 1), stats
@@ -284,12 +224,12 @@ done(clean=clean, contained=contained, stats=stats, logs=logs())
 def test_a_panic_in_the_exporter_shutdown_does_not_restart_the_thread(
     receiver: Receiver,
 ) -> None:
-    out = _python(f"URL = {receiver.traces_url!r}\n" + SHUTDOWN_PANIC)
+    out = run_reporting(f"URL = {receiver.traces_url!r}\n" + SHUTDOWN_PANIC)
     stats = out["stats"]
     assert out["clean"] is True and out["contained"] is True
     assert stats["exported"] == 1 and stats["internal_errors"] == 1, stats
     assert stats["thread_restarts"] == 0, stats
     assert_accounted(stats, 1)
-    warnings = _messages(out["logs"], 30)
+    warnings = messages(out["logs"], 30)
     assert not any("restarted" in m for m in warnings), out["logs"]
     assert [s["name"] for s in receiver.spans()] == ["s"]

@@ -102,7 +102,7 @@ impl OtlpExporter {
     }
 
     /// The request body for `batch`, in `self.scratch` (raw) or `self.zscratch`
-    /// (gzip). Both buffers are reused from batch to batch: a fresh ~300 KB buffer per
+    /// (gzip). Both buffers are reused from batch to batch (up to `keep_buffer`): a fresh ~300 KB buffer per
     /// batch showed up as the kernel zeroing new pages on the export thread.
     fn body(&mut self, mut batch: Vec<SpanData>) -> Result<(), String> {
         match self.protocol {
@@ -123,21 +123,8 @@ impl OtlpExporter {
         }
         Ok(())
     }
-}
 
-impl Exporter for OtlpExporter {
-    fn export(&mut self, batch: Vec<SpanData>, ctl: &dyn ExportControl) -> ExportResult {
-        let result = self.send(batch, ctl);
-        for buf in [&mut self.scratch, &mut self.zscratch] {
-            if buf.capacity() > self.keep_buffer {
-                *buf = Vec::new();
-            }
-        }
-        result
-    }
-}
-
-impl OtlpExporter {
+    /// Encode `batch` and send it, retries included.
     fn send(&mut self, batch: Vec<SpanData>, ctl: &dyn ExportControl) -> ExportResult {
         let n = batch.len();
         self.body(batch)?;
@@ -183,6 +170,18 @@ impl OtlpExporter {
             }
         }
         Ok(())
+    }
+}
+
+impl Exporter for OtlpExporter {
+    fn export(&mut self, batch: Vec<SpanData>, ctl: &dyn ExportControl) -> ExportResult {
+        let result = self.send(batch, ctl);
+        for buf in [&mut self.scratch, &mut self.zscratch] {
+            if buf.capacity() > self.keep_buffer {
+                *buf = Vec::new();
+            }
+        }
+        result
     }
 }
 
