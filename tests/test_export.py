@@ -195,6 +195,11 @@ def test_hung_collector_never_blocks_callers_and_shutdown_meets_its_deadline(
     st = t.stats()
     assert st["ended"] == 500
     assert st["exported"] == 0
+    # Every span is in a counter the moment shutdown returns: the abandoned request's
+    # spans failed, the rest were dropped at the deadline (or, on a machine too loaded
+    # for the export thread to let go within 0.1 s, are still `queued`).
+    assert st["failed"] + st["dropped"] + st["queued"] == 500, st
+    assert st["failed"] + st["dropped_at_shutdown"] + st["queued"] == 500, st
 
 
 def test_queue_full_drops_are_counted(receiver: Receiver, make_tracer: Make) -> None:

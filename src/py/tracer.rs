@@ -36,25 +36,36 @@ use std::time::{Duration, SystemTime};
 #[allow(clippy::many_single_char_names)] // counters, dict, getter: one letter each
 fn stats_dict<'py>(py: Python<'py>, h: &Handle) -> PyResult<Bound<'py, PyDict>> {
     let s = &h.core.stats;
-    let d = PyDict::new(py);
     let g = Stats::get;
-    let dropped = g(&s.dropped_queue_full)
-        + g(&s.dropped_queue_bytes)
-        + g(&s.dropped_after_shutdown)
-        + g(&s.dropped_at_shutdown);
-    d.set_item("started", g(&s.started))?;
-    d.set_item("ended", g(&s.ended))?;
-    d.set_item("exported", g(&s.exported))?;
-    d.set_item("dropped", dropped)?;
-    d.set_item("dropped_queue_full", g(&s.dropped_queue_full))?;
-    d.set_item("dropped_queue_bytes", g(&s.dropped_queue_bytes))?;
-    d.set_item("dropped_after_shutdown", g(&s.dropped_after_shutdown))?;
-    d.set_item("dropped_at_shutdown", g(&s.dropped_at_shutdown))?;
-    d.set_item("failed", g(&s.failed))?;
-    d.set_item("failed_exports", g(&s.failed_exports))?;
-    d.set_item("retries", g(&s.retries))?;
-    d.set_item("filtered", g(&s.filtered))?;
-    let (queued, queued_bytes) = h.core.pipeline.queue_depth();
+    // The tracer's counters and what is not yet handled, read at one moment (Python is
+    // called only after, to build the dict).
+    let (queued, queued_bytes, counts) = h.core.pipeline.consistent(|| {
+        [
+            ("started", g(&s.started)),
+            ("ended", g(&s.ended)),
+            ("exported", g(&s.exported)),
+            ("dropped_queue_full", g(&s.dropped_queue_full)),
+            ("dropped_queue_bytes", g(&s.dropped_queue_bytes)),
+            ("dropped_after_shutdown", g(&s.dropped_after_shutdown)),
+            ("dropped_at_shutdown", g(&s.dropped_at_shutdown)),
+            ("failed", g(&s.failed)),
+            ("failed_exports", g(&s.failed_exports)),
+            ("retries", g(&s.retries)),
+            ("filtered", g(&s.filtered)),
+        ]
+    });
+    let dropped: u64 = counts
+        .iter()
+        .filter(|(k, _)| k.starts_with("dropped_"))
+        .map(|&(_, v)| v)
+        .sum();
+    let d = PyDict::new(py);
+    for (k, v) in counts {
+        d.set_item(k, v)?;
+        if k == "exported" {
+            d.set_item("dropped", dropped)?; // keeps the documented key order
+        }
+    }
     d.set_item("queued", queued)?;
     d.set_item("queued_bytes", queued_bytes)?;
     d.set_item("api_calls", g(&s.api_calls))?;

@@ -22,7 +22,7 @@ use crate::engine::config::BatchConfig;
 use crate::engine::diag::{self, COUNTERS};
 use opentelemetry_sdk::trace::SpanData;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::PoisonError;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -32,6 +32,10 @@ pub type ExporterFactory = Arc<dyn Fn() -> (Box<dyn Exporter>, Option<RestClient
 
 /// Failures in a row after which the export thread gives up (the fifth stops it).
 const MAX_RESTARTS: u32 = 5;
+
+/// How long past the shutdown deadline `wait_shutdown` waits for the export thread to
+/// count what it held (its own work ends at the deadline; this covers letting go).
+const SHUTDOWN_SETTLE: Duration = Duration::from_millis(100);
 
 /// A queued span with its size (`span_bytes`), counted once when it is pushed, so
 /// what is subtracted from `State::bytes` is exactly what was added.
@@ -85,9 +89,12 @@ impl Shared {
         }
     }
 
-    /// Mark `n` spans of `bytes` as handled (exported, failed or dropped).
-    fn handled(&self, n: u64, bytes: usize) {
+    /// Mark `n` spans of `bytes` as handled, counted in `outcome` (exported, failed or
+    /// dropped). The counter moves under the lock with `processed`, so a reader of
+    /// `Pipeline::consistent` never sees a span both queued and handled, or neither.
+    fn handled(&self, outcome: &AtomicU64, n: u64, bytes: usize) {
         let mut st = self.lock();
+        Stats::add(outcome, n);
         st.processed += n;
         st.bytes = st.bytes.saturating_sub(bytes);
         drop(st);
@@ -254,13 +261,13 @@ fn supervise(shared: &'static Shared, factory: &ExporterFactory) {
             let left_jobs = st.jobs.len() as u64;
             st.queue.clear();
             st.processed += left;
+            Stats::add(&shared.stats.dropped_after_shutdown, left);
             st.bytes = 0;
             st.jobs_done += left_jobs;
             st.jobs.clear();
             st.exited = true;
             st.shutdown = true;
             drop(st);
-            Stats::add(&shared.stats.dropped_after_shutdown, left);
             Stats::add(&shared.stats.api_calls_failed, left_jobs);
             shared
                 .stats
@@ -382,25 +389,29 @@ fn run_jobs(shared: &Shared, rest: &mut Option<RestClient>, jobs: Vec<Job>, dead
     }
 }
 
-fn export_batch(shared: &Shared, exporter: &mut Box<dyn Exporter>, batch: Vec<SpanData>) {
-    let n = batch.len() as u64;
+/// Export one batch; returns the counter its spans count in (`Shared::handled`).
+fn export_batch<'s>(
+    shared: &'s Shared,
+    exporter: &mut Box<dyn Exporter>,
+    batch: Vec<SpanData>,
+) -> &'s AtomicU64 {
+    let n = batch.len();
     let deadline = earliest(
         diag::deadline_after(shared.batch.export_timeout),
         shared.lock().shutdown_deadline,
     );
     if Instant::now() >= deadline {
-        Stats::add(&shared.stats.dropped_at_shutdown, n);
-        return;
+        return &shared.stats.dropped_at_shutdown;
     }
     diag::injected_panic(diag::Fault::Export);
     let ctl = Ctl { shared, deadline };
     match exporter.export(batch, &ctl) {
-        Ok(()) => Stats::add(&shared.stats.exported, n),
+        Ok(()) => &shared.stats.exported,
         Err(e) => {
-            Stats::add(&shared.stats.failed, n);
             Stats::add(&shared.stats.failed_exports, 1);
             shared.stats.set_error(&e);
             diag::warn_limited("export-failed", &format!("could not export {n} spans: {e}"));
+            &shared.stats.failed
         }
     }
 }
@@ -428,9 +439,9 @@ fn run(
             }
             let batch: Vec<SpanData> = hand.taken.drain(..n).map(|(span, _)| span).collect();
             hand.batch = (n as u64, bytes);
-            export_batch(shared, &mut exporter, batch);
+            let outcome = export_batch(shared, &mut exporter, batch);
             let (n, bytes) = std::mem::take(&mut hand.batch);
-            shared.handled(n, bytes);
+            shared.handled(outcome, n, bytes);
             exported_a_batch = true;
         }
         if turn.flush_exporter {
@@ -456,13 +467,11 @@ fn run(
             st.queue.shrink_to_fit();
             st.jobs.clear();
             st.processed += left;
+            Stats::add(&shared.stats.dropped_at_shutdown, left);
             st.bytes = 0;
             st.jobs_done += left_jobs;
             st.exited = true;
             drop(st);
-            if left > 0 {
-                Stats::add(&shared.stats.dropped_at_shutdown, left);
-            }
             if left_jobs > 0 {
                 Stats::add(&shared.stats.api_calls_failed, left_jobs);
             }
@@ -640,14 +649,21 @@ impl Pipeline {
         false
     }
 
-    /// Spans waiting for export, and the bytes held by them and the batch in flight.
-    pub fn queue_depth(&self) -> (usize, usize) {
+    /// Spans not yet handled (queued, taken by the export thread, or in flight) and
+    /// the bytes they hold, with whatever `read` reads of the counters, taken at one
+    /// moment: the export thread moves a span from "not yet handled" to its outcome
+    /// counter under the same lock (`Shared::handled`). So while no span is ending,
+    /// `ended == exported + failed + dropped + filtered + queued` holds exactly, even
+    /// with an export in flight or a shutdown past its deadline. `read` must not call
+    /// into Python (a span ending there would wait for this lock).
+    pub fn consistent<R>(&self, read: impl FnOnce() -> R) -> (u64, usize, R) {
         match &self.sink {
             Sink::Worker { slot, .. } => {
                 let st = slot.get().lock();
-                (st.queue.len(), st.bytes)
+                let r = read();
+                (st.pushed.saturating_sub(st.processed), st.bytes, r)
             }
-            _ => (0, 0),
+            _ => (0, 0, read()),
         }
     }
 
@@ -720,31 +736,46 @@ impl Pipeline {
         }
     }
 
-    /// Wait for a shutdown begun with `begin_shutdown`. True when everything was handled.
+    /// Wait for a shutdown begun with `begin_shutdown`. True on a clean stop: the export
+    /// thread finished and no span was dropped at the deadline.
+    ///
+    /// The thread's exports are bounded by the same deadline, so at the deadline it is
+    /// about to let go of what it holds (the batch in flight, the spans taken with it);
+    /// waiting up to `SHUTDOWN_SETTLE` more lets it count their outcome, so `stats()`
+    /// after a shutdown past its deadline says what became of every span.
     pub fn wait_shutdown(&self, deadline: Instant) -> bool {
         let Sink::Worker { slot, .. } = &self.sink else {
             return true;
         };
         let shared = slot.get();
+        let settled_by = deadline.checked_add(SHUTDOWN_SETTLE).unwrap_or(deadline);
         let mut st = shared.lock();
         loop {
             if st.exited {
-                return true;
-            }
-            let (g, more) = shared.wait_done(st, deadline);
-            st = g;
-            if !more {
-                // Queued plus in flight: everything not yet handled.
-                let left = st.pushed.saturating_sub(st.processed);
                 drop(st);
-                if left > 0 {
+                let dropped = Stats::get(&self.stats.dropped_at_shutdown);
+                if dropped > 0 {
                     diag::log(
                         diag::WARNING,
                         &format!(
-                            "shutdown deadline reached with {left} spans not yet delivered (collector slow or down)"
+                            "shutdown deadline reached: {dropped} spans not delivered were dropped (collector slow or down; see tracer.stats())"
                         ),
                     );
                 }
+                return dropped == 0;
+            }
+            let (g, more) = shared.wait_done(st, settled_by);
+            st = g;
+            if !more {
+                // Queued, taken or in flight: stats() counts them as `queued`.
+                let left = st.pushed.saturating_sub(st.processed);
+                drop(st);
+                diag::log(
+                    diag::WARNING,
+                    &format!(
+                        "shutdown deadline reached with the export thread still busy and {left} spans not yet handled (collector slow or down; see tracer.stats())"
+                    ),
+                );
                 return false;
             }
         }
