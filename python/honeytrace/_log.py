@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -79,6 +80,30 @@ def drain_at_exit() -> None:
     atexit.register(drain)
 
 
+# Signals raised by a fault in this thread itself; every other signal is blocked here.
+_FAULTS = {"SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGABRT", "SIGSYS"}
+
+
+def _start_without_signals(thread: threading.Thread) -> None:
+    """Start ``thread`` with process-directed signals blocked; it inherits the mask and
+    never takes one (why: with_async_signals_blocked in src/engine/export/pipeline.rs).
+    A signal arriving meanwhile stays pending until the caller's mask is restored."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:
+        thread.start()
+        return
+    faults = {getattr(signal, name) for name in _FAULTS if hasattr(signal, name)}
+    try:
+        old = mask(signal.SIG_BLOCK, set(signal.valid_signals()) - faults)
+    except (OSError, ValueError):
+        thread.start()
+        return
+    try:
+        thread.start()
+    finally:
+        mask(signal.SIG_SETMASK, old)
+
+
 def _run() -> None:
     while True:
         time.sleep(_PUMP_INTERVAL)
@@ -95,7 +120,7 @@ def start_pump() -> None:
             return
         _pump = threading.Thread(target=_run, name="honeytrace-log", daemon=True)
         _pump_pid = os.getpid()
-        _pump.start()
+        _start_without_signals(_pump)
 
 
 def emit_now(level: int, message: str, *args: Any) -> None:

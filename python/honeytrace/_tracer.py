@@ -15,7 +15,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util import types
 
-from . import _core, _log, _otel, _registry, _wrappers
+from . import _core, _log, _otel, _process_end, _registry, _wrappers
 from ._core import CurrentSpan
 from ._decorators import F, _check_options, _decorate
 from ._distributed import (
@@ -131,6 +131,8 @@ class HoneyHiveTracer:
             )
         live_mode = core.mode != "disabled"
         self._is_global = install_global(core.set_global) if live_mode else False
+        if live_mode and core.exit_hooks:
+            _process_end.install()
         if live_mode:
             install_propagator(core.set_global)
             if core.propagate_threads:

@@ -311,6 +311,10 @@ impl TracerCore {
         self.core().cfg.set_global
     }
     #[getter]
+    fn exit_hooks(&self) -> bool {
+        self.core().cfg.exit_hooks
+    }
+    #[getter]
     fn propagate_threads(&self) -> bool {
         self.core().cfg.propagate_threads
     }

@@ -8,13 +8,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
 from opentelemetry import propagate
 
-from .. import _core
+from .. import _core, _log
 from .._distributed import HoneyTracePropagator
+from .._process_end import exit_deadline
 from .._registry import TracerLike
 from .._wrappers import attach, restore
 
@@ -59,6 +62,9 @@ class HoneyTraceASGIMiddleware:
     async def __call__(
         self, scope: Scope, receive: Callable[..., Any], send: Callable[..., Any]
     ) -> None:
+        if scope.get("type") == "lifespan":
+            await self.app(scope, receive, _flush_before_shutdown_completes(send))
+            return
         request = None
         if "fastapi.telemetry" not in scope or not self._traced_by_fastapi(scope):
             request = self._engine.begin_asgi(scope)
@@ -81,6 +87,30 @@ class HoneyTraceASGIMiddleware:
         finally:
             restore(token)
             request.end()
+
+
+def _flush_before_shutdown_completes(send: Callable[..., Any]) -> Callable[..., Any]:
+    """Export what is queued when the server shuts the app down, before telling it the
+    shutdown is complete. The server has finished its requests by then, so every
+    request's spans are in the queue. uvicorn needs this: after the lifespan shutdown
+    it puts back the SIGTERM handler it found when it started (the default, when the
+    app is imported by `uvicorn module:app`) and raises SIGTERM again, which ends the
+    process without `atexit`."""
+
+    async def lifespan_send(message: Any) -> Any:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(None, _flush_for_exit)
+        return await send(message)
+
+    return lifespan_send
+
+
+def _flush_for_exit() -> None:
+    _core.flush_all(exit_deadline())
+    _log.drain()
 
 
 def instrument_fastapi(

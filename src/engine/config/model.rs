@@ -190,6 +190,8 @@ pub struct Config {
     pub session_inputs: Option<serde_json::Value>,
     pub session_metadata: Option<serde_json::Value>,
     pub user_properties: Option<serde_json::Value>,
+    /// Wrap `os._exit` and chain a SIGTERM handler (python/honeytrace/_process_end.py).
+    pub exit_hooks: bool,
     pub propagate_threads: bool,
     pub instrument_http: bool,
     /// Hosts allowed to receive baggage from the HTTP integration (None: every host).

@@ -182,6 +182,8 @@ pub static SETTINGS: &[Setting] = &[
       "Incoming context: `continue`, `restart` (new trace linked to the caller) or `ignore`."),
     s("baggage_secret", &["HH_BAGGAGE_SECRET"], Kind::Secret, "",
       "Shared secret (16+ characters): outgoing session ids are signed, unsigned or forged incoming ones rejected."),
+    s("exit_hooks", &["HH_EXIT_HOOKS"], Kind::Bool, "`True`",
+      "Deliver what is queued when the process ends by `os._exit` (multiprocessing, Celery children) or SIGTERM, chained onto the app's handler (process-wide)."),
     s("propagate_threads", &["HH_PROPAGATE_THREADS"], Kind::Bool, "`False`",
       "Carry the context into threads, `ThreadPoolExecutor` and `run_in_executor`."),
     s("instrument_http", &["HH_INSTRUMENT_HTTP"], Kind::Bool, "`False`",

@@ -167,9 +167,12 @@ fn spawn(factory: &ExporterFactory, batch: &BatchConfig, stats: &Arc<Stats>) -> 
         batch: batch.clone(),
     }));
     let factory = factory.clone();
-    let started = std::thread::Builder::new()
-        .name("honeytrace-export".into())
-        .spawn(move || supervise(shared, &factory));
+    // The thread inherits the spawning thread's signal mask, so it never takes one.
+    let started = with_async_signals_blocked(|| {
+        std::thread::Builder::new()
+            .name("honeytrace-export".into())
+            .spawn(move || supervise(shared, &factory))
+    });
     if let Err(e) = started {
         // Without a thread nothing can be exported: say so, and let pushes count drops.
         let mut st = shared.lock();
@@ -182,6 +185,52 @@ fn spawn(factory: &ExporterFactory, batch: &BatchConfig, stats: &Arc<Stats>) -> 
         );
     }
     shared
+}
+
+/// Run `f` (which starts a thread) with process-directed signals (SIGTERM, SIGINT,
+/// SIGCHLD, ...) blocked, so the new thread, which inherits the mask, never takes one.
+///
+/// The kernel hands such a signal to any thread that does not block it. CPython runs
+/// Python handlers on the main thread, and a main thread blocked in a system call (a
+/// lock, a pipe read) is woken by the signal only when the signal lands on it: landing
+/// on our thread, a SIGTERM handler would wait until the main thread wakes for another
+/// reason (a multiprocessing worker waiting for a task never does), and Ctrl-C would
+/// not interrupt a blocked main thread. Fault signals stay unblocked: they are raised
+/// on the faulting thread. A signal arriving meanwhile stays pending, and is delivered
+/// when the caller's mask is restored.
+fn with_async_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(unix)]
+    {
+        // SAFETY: libc calls on sigset_t values we own, for the calling thread only.
+        let old = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&raw mut set);
+            for sig in [
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGFPE,
+                libc::SIGILL,
+                libc::SIGTRAP,
+                libc::SIGABRT,
+                libc::SIGSYS,
+            ] {
+                libc::sigdelset(&raw mut set, sig);
+            }
+            (libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, &raw mut old) == 0)
+                .then_some(old)
+        };
+        let out = f();
+        if let Some(old) = old {
+            // SAFETY: restores the mask saved above, for the calling thread only.
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut());
+            }
+        }
+        out
+    }
+    #[cfg(not(unix))]
+    f()
 }
 
 /// What the export thread has taken from the queue and not yet handled. `supervise`

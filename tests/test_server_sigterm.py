@@ -1,0 +1,147 @@
+"""Servers stopped by SIGTERM after a bounded load: every span of every completed request
+arrives. uvicorn (single and ``--workers 2``) and gunicorn (sync, gthread and uvicorn's
+worker), each started as users start them, with the tracer created when the app module
+is imported and a ``flush_interval`` long enough that nothing leaves before the stop.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import child_env, free_port
+from otlp_receiver import Receiver
+
+BIN = os.path.dirname(sys.executable)
+GUNICORN = os.path.join(BIN, "gunicorn")
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+REQUESTS = 120
+
+ASGI_APP = """
+import os
+from fastapi import FastAPI
+from honeytrace import HoneyHiveTracer, trace
+from honeytrace.integrations import instrument_fastapi
+
+tracer = HoneyHiveTracer.init(otlp_endpoint={endpoint!r}, flush_interval=60,
+                              batch_size=4096, project="stop")
+app = FastAPI()
+instrument_fastapi(app, tracer)
+
+@trace(tracer=tracer)
+def handle(i):
+    return i
+
+@app.get("/work")
+def work(i: int):
+    return {{"pid": os.getpid(), "i": handle(i)}}
+"""
+
+WSGI_APP = """
+import json, os
+from urllib.parse import parse_qs
+from honeytrace import HoneyHiveTracer, trace
+from honeytrace.integrations import HoneyTraceWSGIMiddleware
+
+tracer = HoneyHiveTracer.init(otlp_endpoint={endpoint!r}, flush_interval=60,
+                              batch_size=4096, project="stop")
+
+@trace(tracer=tracer)
+def handle(i):
+    return i
+
+def plain(environ, start_response):
+    i = int(parse_qs(environ["QUERY_STRING"])["i"][0])
+    body = json.dumps({{"pid": os.getpid(), "i": handle(i)}}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+app = HoneyTraceWSGIMiddleware(plain, tracer)
+"""
+
+
+def _command(server: str, port: int) -> list[str]:
+    bind = f"127.0.0.1:{port}"
+    if server == "uvicorn":
+        return [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port)]
+    if server == "uvicorn-workers":
+        return [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port), "--workers", "2"]
+    exe = GUNICORN if os.path.exists(GUNICORN) else (shutil.which("gunicorn") or "gunicorn")
+    if server == "gunicorn-sync":
+        return [exe, "-w", "2", "-b", bind, "app:app"]
+    if server == "gunicorn-gthread":
+        return [exe, "-w", "2", "--threads", "4", "-k", "gthread", "-b", bind, "app:app"]
+    assert server == "gunicorn-uvicorn"
+    return [exe, "-w", "2", "-k", "uvicorn.workers.UvicornWorker", "-b", bind, "app:app"]
+
+
+def _get(port: int, i: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/work?i={i}", timeout=10) as r:
+        assert r.status == 200
+        return int(__import__("json").loads(r.read())["i"])
+
+
+SERVERS = ["uvicorn", "uvicorn-workers", "gunicorn-sync", "gunicorn-gthread", "gunicorn-uvicorn"]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sigterm_after_load_delivers_every_completed_request(server: str, tmp_path: Path) -> None:
+    if server.startswith("gunicorn") and not (os.path.exists(GUNICORN) or shutil.which("gunicorn")):
+        pytest.skip("needs gunicorn")
+    if server == "gunicorn-uvicorn" and importlib.util.find_spec("uvicorn.workers") is None:
+        pytest.skip("this uvicorn has no gunicorn worker")
+    asgi = server.startswith("uvicorn") or server == "gunicorn-uvicorn"
+    port = free_port()
+    with Receiver() as receiver:
+        app = (ASGI_APP if asgi else WSGI_APP).format(endpoint=receiver.url)
+        (tmp_path / "app.py").write_text(app)
+        env = child_env()
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+        env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"  # uvicorn.workers says it moved
+        proc = subprocess.Popen(
+            _command(server, port),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # wait until it answers
+                try:
+                    _get(port, -1)
+                    break
+                except OSError:
+                    assert proc.poll() is None, proc.communicate()[0][-3000:]
+                    assert time.monotonic() < deadline, "the server did not start"
+                    time.sleep(0.1)
+            done = [_get(port, i) for i in range(REQUESTS)]
+            assert done == list(range(REQUESTS))
+            assert receiver.spans() == []  # all still queued (flush_interval=60)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        # The stop delivered before the processes ended: no waiting for stragglers.
+        handled = sorted(
+            int(s["attributes"]["honeyhive_inputs.i"])
+            for s in receiver.spans()
+            if s["name"] == "app.handle"
+        )
+        names = sorted({s["name"] for s in receiver.spans()})
+        assert handled == [-1, *range(REQUESTS)], (names, len(receiver.spans()), out[-3000:])
+        servers = [s for s in receiver.spans() if s["kind"] == 2]  # SPAN_KIND_SERVER
+        assert len(servers) == REQUESTS + 1, out[-3000:]
