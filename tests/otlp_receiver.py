@@ -116,6 +116,9 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # OTLP partial success: the request is accepted, this many spans rejected.
+    rejected: int = 0
+    rejected_message: str = ""
 
 
 class Receiver:
@@ -172,10 +175,15 @@ class Receiver:
                 if receiver.on_request:
                     receiver.on_request(req)
                 if is_traces:
+                    answer = ExportTraceServiceResponse()
+                    if reply.rejected:
+                        answer.partial_success.rejected_spans = reply.rejected
+                        answer.partial_success.error_message = reply.rejected_message
                     if req.headers.get("content-type", "").startswith("application/json"):
-                        out, ctype_out = b"{}", "application/json"
+                        out = json_format.MessageToJson(answer).encode()
+                        ctype_out = "application/json"
                     else:
-                        out = ExportTraceServiceResponse().SerializeToString()
+                        out = answer.SerializeToString()
                         ctype_out = "application/x-protobuf"
                 elif self.path == "/session/start" and isinstance(req.json_body, dict):
                     sid = req.json_body.get("session", {}).get("session_id", "x")

@@ -351,6 +351,17 @@ def test_exit_wsgi_requests_in_flight(tmp_path: Path) -> None:
         class Server(socketserver.ThreadingMixIn, WSGIServer):
             daemon_threads = True
 
+            def handle_error(self, request, client_address):
+                # Python 3.12+ refuses a new request thread once the interpreter shuts
+                # down (the client sees a closed connection), and socketserver prints
+                # that as a traceback: the scenario's own server at exit, in about one
+                # run in three with any honeytrace build. Anything else is printed,
+                # and fails the test.
+                import sys
+                if "can't create new thread at interpreter shutdown" in str(sys.exc_info()[1]):
+                    return
+                super().handle_error(request, client_address)
+
         def lookup(path):
             time.sleep(0.02)
             return path.encode()

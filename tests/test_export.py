@@ -149,6 +149,42 @@ def test_permanent_error_is_counted_and_logged(
     assert any("could not export 3 spans" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("protocol", ["http/protobuf", "http/json"])
+def test_a_partial_success_fails_only_the_rejected_spans(
+    receiver: Receiver, make_tracer: Make, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.script = [Reply(200, rejected=3, rejected_message="too old")]
+    t = make_tracer(otlp_endpoint=receiver.url, otlp_protocol=protocol, flush_interval=60)
+    for i in range(10):
+        with t.start_as_current_span(f"s{i}"):
+            pass
+    with caplog.at_level("WARNING", logger="honeytrace"):
+        assert t.flush(10)
+    st = t.stats()
+    assert (st["exported"], st["failed"], st["failed_exports"]) == (7, 3, 1), st
+    assert st["ended"] == st["exported"] + st["failed"] + st["dropped"] + st["queued"]
+    assert "collector rejected 3 of 10 spans: too old" in (st["last_error"] or "")
+    # The next batch is accepted whole.
+    with t.start_as_current_span("after"):
+        pass
+    assert t.flush(10)
+    st = t.stats()
+    assert (st["exported"], st["failed"]) == (8, 3), st
+
+
+def test_a_rejected_count_larger_than_the_batch_is_clamped(
+    receiver: Receiver, make_tracer: Make
+) -> None:
+    receiver.script = [Reply(200, rejected=1000)]
+    t = make_tracer(otlp_endpoint=receiver.url, flush_interval=60)
+    for i in range(4):
+        with t.start_as_current_span(f"s{i}"):
+            pass
+    assert t.flush(10)
+    st = t.stats()
+    assert (st["exported"], st["failed"]) == (0, 4), st
+
+
 def _dead_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

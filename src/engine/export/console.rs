@@ -1,7 +1,7 @@
 //! Console exporter: a readable, indented tree per trace on stderr, printed when the
 //! trace's local root span ends (children end first, so they are buffered until then).
 
-use super::sink::{ExportControl, ExportResult, Exporter};
+use super::sink::{Delivered, ExportControl, ExportResult, Exporter};
 use opentelemetry::trace::{SpanId, Status, TraceId};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::SpanData;
@@ -151,7 +151,7 @@ impl Exporter for ConsoleExporter {
         if self.buffered > MAX_BUFFERED {
             self.print_all();
         }
-        Ok(())
+        Ok(Delivered::All)
     }
 
     fn flush(&mut self) {

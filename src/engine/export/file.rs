@@ -3,7 +3,7 @@
 //! several processes can share one file. Rotates once (`.1`) past a size limit.
 
 use super::otlp::{encode_request, resource_attrs};
-use super::sink::{ExportControl, ExportResult, Exporter};
+use super::sink::{Delivered, ExportControl, ExportResult, Exporter};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
@@ -72,7 +72,7 @@ impl Exporter for FileExporter {
             self.file = None;
             return Err(format!("cannot write {}: {e}", self.path.display()));
         }
-        Ok(())
+        Ok(Delivered::All)
     }
 
     fn flush(&mut self) {

@@ -2,7 +2,7 @@
 
 use super::http::{agent, send_with_retry};
 use super::prepare::prepare;
-use super::sink::{ExportControl, ExportResult, Exporter};
+use super::sink::{Delivered, ExportControl, ExportResult, Exporter};
 use crate::engine::config::{Protocol, Secret};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -164,12 +164,14 @@ impl OtlpExporter {
                     Some((rejected, msg))
                 }),
         };
-        if let Some((rejected, msg)) = partial {
-            if rejected > 0 {
-                return Err(format!("collector rejected {rejected} of {n} spans: {msg}"));
-            }
+        match partial {
+            // A negative or oversized count from a confused collector is clamped.
+            Some((rejected, message)) if rejected > 0 => Ok(Delivered::Partly {
+                rejected: u64::try_from(rejected).unwrap_or(0).min(n as u64),
+                message,
+            }),
+            _ => Ok(Delivered::All),
         }
-        Ok(())
     }
 }
 

@@ -17,7 +17,7 @@
 
 use super::memory::MemoryStore;
 use super::rest::{Job, RestClient};
-use super::sink::{span_bytes, ExportControl, Exporter, Stats};
+use super::sink::{span_bytes, Delivered, ExportControl, Exporter, Stats};
 use crate::engine::config::BatchConfig;
 use crate::engine::diag::{self, COUNTERS};
 use opentelemetry_sdk::trace::SpanData;
@@ -89,12 +89,15 @@ impl Shared {
         }
     }
 
-    /// Mark `n` spans of `bytes` as handled, counted in `outcome` (exported, failed or
-    /// dropped). The counter moves under the lock with `processed`, so a reader of
-    /// `Pipeline::consistent` never sees a span both queued and handled, or neither.
-    fn handled(&self, outcome: &AtomicU64, n: u64, bytes: usize) {
+    /// Mark `n` spans of `bytes` as handled, counted in `outcome`'s counters (exported,
+    /// failed or dropped; a partial success splits a batch in two). The counters move
+    /// under the lock with `processed`, so a reader of `Pipeline::consistent` never sees
+    /// a span both queued and handled, or neither.
+    fn handled(&self, outcome: Outcome<'_>, n: u64, bytes: usize) {
         let mut st = self.lock();
-        Stats::add(outcome, n);
+        for (counter, count) in outcome {
+            Stats::add(counter, count);
+        }
         st.processed += n;
         st.bytes = st.bytes.saturating_sub(bytes);
         drop(st);
@@ -438,29 +441,42 @@ fn run_jobs(shared: &Shared, rest: &mut Option<RestClient>, jobs: Vec<Job>, dead
     }
 }
 
-/// Export one batch; returns the counter its spans count in (`Shared::handled`).
+/// The counters a handled batch's spans go to, with how many in each.
+type Outcome<'s> = [(&'s AtomicU64, u64); 2];
+
+/// Export one batch; returns where its spans count (`Shared::handled`).
 fn export_batch<'s>(
     shared: &'s Shared,
     exporter: &mut Box<dyn Exporter>,
     batch: Vec<SpanData>,
-) -> &'s AtomicU64 {
-    let n = batch.len();
+) -> Outcome<'s> {
+    let n = batch.len() as u64;
+    let stats = &shared.stats;
+    let all = |counter| [(counter, n), (&stats.exported, 0)];
     let deadline = earliest(
         diag::deadline_after(shared.batch.export_timeout),
         shared.lock().shutdown_deadline,
     );
     if Instant::now() >= deadline {
-        return &shared.stats.dropped_at_shutdown;
+        return all(&stats.dropped_at_shutdown);
     }
     diag::injected_panic(diag::Fault::Export);
     let ctl = Ctl { shared, deadline };
     match exporter.export(batch, &ctl) {
-        Ok(()) => &shared.stats.exported,
+        Ok(Delivered::All) => all(&stats.exported),
+        Ok(Delivered::Partly { rejected, message }) => {
+            // The collector took the others: only the rejected spans failed.
+            let e = format!("collector rejected {rejected} of {n} spans: {message}");
+            Stats::add(&stats.failed_exports, 1);
+            stats.set_error(&e);
+            diag::warn_limited("export-partial", &e);
+            [(&stats.exported, n - rejected), (&stats.failed, rejected)]
+        }
         Err(e) => {
-            Stats::add(&shared.stats.failed_exports, 1);
-            shared.stats.set_error(&e);
+            Stats::add(&stats.failed_exports, 1);
+            stats.set_error(&e);
             diag::warn_limited("export-failed", &format!("could not export {n} spans: {e}"));
-            &shared.stats.failed
+            all(&stats.failed)
         }
     }
 }

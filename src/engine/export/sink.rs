@@ -74,7 +74,15 @@ impl Stats {
     }
 }
 
-pub type ExportResult = Result<(), String>;
+/// What became of a batch a collector answered: all of it delivered, or some spans
+/// rejected (OTLP partial success; the rest were accepted).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivered {
+    All,
+    Partly { rejected: u64, message: String },
+}
+
+pub type ExportResult = Result<Delivered, String>;
 
 /// What an exporter may ask of the pipeline while it works.
 pub trait ExportControl {
