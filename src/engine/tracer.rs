@@ -4,6 +4,7 @@
 use crate::engine::config::{Config, ExporterKind, Mode, Secret};
 use crate::engine::export::console::ConsoleExporter;
 use crate::engine::export::file::FileExporter;
+use crate::engine::export::http::shown_url;
 use crate::engine::export::otlp::{OtlpExporter, OtlpSettings};
 use crate::engine::export::pipeline::{ExporterFactory, Pipeline};
 use crate::engine::export::rest::{client_headers, Job, RestClient};
@@ -257,13 +258,13 @@ impl Core {
         match self.cfg.mode {
             Mode::Cloud => format!(
                 "HoneyHive at {} (project {}, session {})",
-                self.cfg.server_url,
+                shown_url(&self.cfg.server_url),
                 self.cfg.project.as_deref().unwrap_or("<from API key>"),
                 self.cfg.session_id
             ),
             Mode::Otlp => format!(
                 "OTLP collector at {} ({})",
-                self.cfg.otlp_endpoint.as_deref().unwrap_or(""),
+                shown_url(self.cfg.otlp_endpoint.as_deref().unwrap_or("")),
                 self.cfg.protocol.as_str()
             ),
             Mode::File => format!(

@@ -112,12 +112,20 @@ impl<'a> Resolver<'a> {
         Ok(self.text_with_origin(key)?.map(|(s, _)| s))
     }
 
+    /// A secret sent in an HTTP header: one with a line break or another control
+    /// character would make every request fail (or split the header), so it is refused
+    /// here, naming where it came from and never the value.
     fn secret(&self, key: &str) -> CResult<Option<Secret>> {
-        Ok(self
-            .text(key)?
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .map(Secret))
+        let Some((s, o)) = self.text_with_origin(key)? else {
+            return Ok(None);
+        };
+        let s = s.trim();
+        if s.chars().any(char::is_control) {
+            return err(format!(
+                "{o} contains a line break or another control character, which an HTTP header cannot carry (check how it was set; the value is not shown)"
+            ));
+        }
+        Ok(Some(Secret(s.to_string())).filter(|s| !s.0.is_empty()))
     }
 
     fn boolean(&self, key: &str) -> CResult<Option<bool>> {
@@ -619,6 +627,10 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         }
     }
     let source = r.text("source")?.unwrap_or_else(|| "dev".to_string());
+    if source.chars().any(char::is_control) {
+        // It is sent as the x-source header.
+        return err("source must not contain control characters");
+    }
     let server_url = match r.text_with_origin("server_url")? {
         None => DEFAULT_SERVER_URL.to_string(),
         Some((s, o)) => validate_url(&s, &format!("server_url (from {o})"))?,

@@ -97,6 +97,72 @@ pub fn backoff_delay(n: u32) -> Duration {
     Duration::from_millis(ms)
 }
 
+/// Query parameter names whose values are secrets (matched as substrings, any case).
+const SECRET_PARAMS: [&str; 8] = [
+    "key",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "auth",
+    "signature",
+    "credential",
+];
+
+/// `url` as it may be shown (logs, warnings, `destination`, `stats()`): a password in
+/// it (`http://user:PW@host`) becomes `***`, as does a user name alone (often a token:
+/// `https://TOKEN@host`) and the value of a query parameter named like a secret
+/// (`?api_key=...`). What is sent is the URL as given.
+pub fn shown_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..start]);
+    match authority.rfind('@') {
+        Some(at) => {
+            match authority[..at].split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str("***"),
+            }
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    let (before_fragment, fragment) = tail.split_at(tail.find('#').unwrap_or(tail.len()));
+    match before_fragment.split_once('?') {
+        None => out.push_str(before_fragment),
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            for (i, pair) in query.split('&').enumerate() {
+                if i > 0 {
+                    out.push('&');
+                }
+                match pair.split_once('=') {
+                    Some((k, _))
+                        if SECRET_PARAMS
+                            .iter()
+                            .any(|s| k.to_ascii_lowercase().contains(s)) =>
+                    {
+                        out.push_str(k);
+                        out.push_str("=***");
+                    }
+                    _ => out.push_str(pair),
+                }
+            }
+        }
+    }
+    out.push_str(fragment);
+    out
+}
+
 /// One POST/PUT with the remaining time as its whole budget.
 pub fn send_once(
     agent: &ureq::Agent,
@@ -137,7 +203,8 @@ pub fn send_once(
                 }
             } else {
                 let detail = String::from_utf8_lossy(&body[..body.len().min(200)]).to_string();
-                Attempt::Fail(format!("HTTP {code} from {url}: {}", detail.trim()))
+                let shown = shown_url(url);
+                Attempt::Fail(format!("HTTP {code} from {shown}: {}", detail.trim()))
             }
         }
         Err(e) => Attempt::Retry {
@@ -168,23 +235,28 @@ pub fn send_with_retry(
     ctl: &dyn ExportControl,
 ) -> Result<Vec<u8>, String> {
     let mut retries = 0u32;
+    let shown = || shown_url(url);
     loop {
         let deadline = ctl.deadline();
         let now = Instant::now();
         if now >= deadline {
-            return Err(format!("{url}: export deadline passed"));
+            return Err(format!("{}: export deadline passed", shown()));
         }
         match send_once(agent, method, url, headers, body, deadline - now) {
             Attempt::Done(b) => return Ok(b),
             Attempt::Fail(e) => return Err(e),
             Attempt::Retry { reason, after } => {
                 if retries >= max_retries {
-                    return Err(format!("{url}: {reason} (gave up after {retries} retries)"));
+                    return Err(format!(
+                        "{}: {reason} (gave up after {retries} retries)",
+                        shown()
+                    ));
                 }
                 let wait = after.unwrap_or_else(|| backoff_delay(retries));
                 if !ctl.backoff(wait) {
                     return Err(format!(
-                        "{url}: {reason}; the next retry would pass the export deadline"
+                        "{}: {reason}; the next retry would pass the export deadline",
+                        shown()
                     ));
                 }
                 retries += 1;
@@ -197,6 +269,29 @@ pub fn send_with_retry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_urls_hide_credentials() {
+        for (given, shown) in [
+            (
+                "http://127.0.0.1:4318/v1/traces",
+                "http://127.0.0.1:4318/v1/traces",
+            ),
+            (
+                "http://user:PW@host:1/v1/traces",
+                "http://user:***@host:1/v1/traces",
+            ),
+            ("https://TOKEN@host/v1/traces", "https://***@host/v1/traces"),
+            (
+                "http://u:p:q@h/x?a=1&api_key=s3&Token=t#f",
+                "http://u:***@h/x?a=1&api_key=***&Token=***#f",
+            ),
+            ("http://h?x@y", "http://h?x@y"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(shown_url(given), shown, "{given}");
+        }
+    }
 
     #[test]
     fn retry_after_forms() {
