@@ -230,6 +230,8 @@ def test_local_default_writes_otlp_json_lines_and_says_where(tmp_path: Path) -> 
             for ss in rs.scope_spans:
                 names.extend(s.name for s in ss.spans)
     assert sorted(names) == ["child", "root"]
+    if os.name == "posix":  # prompts and outputs: the user's alone, whatever the umask
+        assert (path.parent.stat().st_mode & 0o777, path.stat().st_mode & 0o777) == (0o700, 0o600)
 
 
 def test_batch_environment_variables_are_read(

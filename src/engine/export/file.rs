@@ -30,13 +30,23 @@ impl FileExporter {
 
     fn open(&mut self) -> Result<&mut File, String> {
         if self.file.is_none() {
+            // Traces hold prompts and outputs: a directory we create is the user's
+            // alone (0700), and so is a file we create (0600). Existing ones keep their
+            // modes: the user chose them.
             if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder
+                    .create(dir)
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             }
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
+            let mut options = OpenOptions::new();
+            options.create(true).append(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let f = options
                 .open(&self.path)
                 .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
             self.file = Some(f);

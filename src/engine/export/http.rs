@@ -207,10 +207,31 @@ pub fn send_once(
                 Attempt::Fail(format!("HTTP {code} from {shown}: {}", detail.trim()))
             }
         }
-        Err(e) => Attempt::Retry {
-            reason: describe_error(&e),
-            after: None,
+        Err(e) => match tls_failure(&e) {
+            // A certificate or a TLS handshake does not fix itself: say what it is,
+            // and do not retry.
+            Some(why) => Attempt::Fail(format!(
+                "{}: TLS failed: {why} (not retried: check the collector's certificate, or use http:// if it does not speak TLS)",
+                shown_url(url)
+            )),
+            None => Attempt::Retry {
+                reason: describe_error(&e),
+                after: None,
+            },
         },
+    }
+}
+
+/// The TLS failure behind `e`, if it is one: rustls reports a refused certificate or a
+/// failed handshake as an I/O error of kind `InvalidData` carrying its own error.
+fn tls_failure(e: &ureq::Error) -> Option<String> {
+    match e {
+        ureq::Error::Rustls(inner) => Some(inner.to_string()),
+        ureq::Error::Tls(what) => Some((*what).to_string()),
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            io.get_ref().map(ToString::to_string)
+        }
+        _ => None,
     }
 }
 
@@ -219,7 +240,10 @@ fn describe_error(e: &ureq::Error) -> String {
         ureq::Error::Timeout(_) => "timed out".to_string(),
         ureq::Error::ConnectionFailed => "connection failed".to_string(),
         ureq::Error::HostNotFound => "host not found".to_string(),
-        ureq::Error::Io(io) => format!("network error: {}", io.kind()),
+        ureq::Error::Io(io) => match io.get_ref() {
+            Some(inner) => format!("network error: {}: {inner}", io.kind()),
+            None => format!("network error: {}", io.kind()),
+        },
         other => format!("network error: {other}"),
     }
 }
