@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -119,12 +121,16 @@ class Reply:
     # OTLP partial success: the request is accepted, this many spans rejected.
     rejected: int = 0
     rejected_message: str = ""
+    # Faults: close the connection with a TCP reset instead of answering; or answer
+    # slowly, one byte of the status line and headers every `slow` seconds.
+    reset: bool = False
+    slow: float = 0.0
 
 
 class Receiver:
     """Start with ``with Receiver() as r:``; ``r.url`` is the base URL."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[Request] = []
         self.script: list[Reply] = []  # replies for trace requests, consumed in order
         self.default_reply = Reply()
@@ -169,6 +175,13 @@ class Receiver:
                 req.status = reply.status
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.reset:
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.connection.close()
+                    self.close_connection = True
+                    return
                 with receiver._cond:
                     receiver.requests.append(req)
                     receiver._cond.notify_all()
@@ -190,6 +203,14 @@ class Receiver:
                     out, ctype_out = json.dumps({"session_id": sid}).encode(), "application/json"
                 else:
                     out, ctype_out = b'{"success": true}', "application/json"
+                if reply.slow:
+                    head = f"HTTP/1.1 {reply.status} X\r\nContent-Length: {len(out)}\r\n\r\n"
+                    for byte in head.encode():
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(reply.slow)
+                    self.wfile.write(out)
+                    return
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
@@ -205,7 +226,7 @@ class Receiver:
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client gone away (hung-collector tests close sockets on purpose)
 
-        self._server = Server(("127.0.0.1", 0), Handler)
+        self._server = Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

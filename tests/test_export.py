@@ -227,6 +227,26 @@ def _dead_port() -> int:
     return port
 
 
+def test_each_tracer_warns_of_its_own_failing_collector(
+    make_tracer: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Rate limiting is per tracer: one failing collector does not silence another's.
+    ports = [_dead_port(), _dead_port()]
+    tracers = [
+        make_tracer(otlp_endpoint=f"http://127.0.0.1:{p}", max_retries=0, export_timeout=1)
+        for p in ports
+    ]
+    with caplog.at_level("WARNING", logger="honeytrace"):
+        for _ in range(2):  # the second round is within the window: suppressed
+            for t in tracers:
+                with t.start_as_current_span("s"):
+                    pass
+                t.flush(5)
+    warned = [r.getMessage() for r in caplog.records if "could not export" in r.getMessage()]
+    for p in ports:
+        assert sum(f":{p}/" in m for m in warned) == 1, warned
+
+
 def test_dead_collector_never_raises_and_is_counted(make_tracer: Make) -> None:
     t = make_tracer(
         otlp_endpoint=f"http://127.0.0.1:{_dead_port()}", export_timeout=1.0, max_retries=2

@@ -134,15 +134,21 @@ struct Window {
     suppressed: u64,
 }
 
-static WINDOWS: ForkSafeMutex<HashMap<&'static str, Window>> = ForkSafeMutex::new();
+static WINDOWS: ForkSafeMutex<HashMap<(&'static str, u64), Window>> = ForkSafeMutex::new();
 
 /// Log a warning of kind `key` at most once per window; the next one that passes
 /// says how many were suppressed in between.
 pub fn warn_limited(key: &'static str, msg: &str) {
+    warn_limited_for(key, 0, msg);
+}
+
+/// `warn_limited` with a window of its own per `source` (an export pipeline): one
+/// tracer's failing collector does not silence another's warnings.
+pub fn warn_limited_for(key: &'static str, source: u64, msg: &str) {
     let suppressed = {
         let mut map = WINDOWS.lock();
         let now = Instant::now();
-        match map.get_mut(key) {
+        match map.get_mut(&(key, source)) {
             Some(w) if now.saturating_duration_since(w.last) < RATE_WINDOW => {
                 w.suppressed += 1;
                 return;
@@ -155,7 +161,7 @@ pub fn warn_limited(key: &'static str, msg: &str) {
             }
             None => {
                 map.insert(
-                    key,
+                    (key, source),
                     Window {
                         last: now,
                         suppressed: 0,

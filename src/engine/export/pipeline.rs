@@ -62,6 +62,8 @@ struct State {
 }
 
 pub struct Shared {
+    /// Distinguishes this pipeline's rate-limited warnings from other tracers'.
+    id: u64,
     state: Mutex<State>,
     wake: Condvar,
     done: Condvar,
@@ -162,7 +164,9 @@ impl WorkerSlot {
 }
 
 fn spawn(factory: &ExporterFactory, batch: &BatchConfig, stats: &Arc<Stats>) -> &'static Shared {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let shared: &'static Shared = Box::leak(Box::new(Shared {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         state: Mutex::new(State::default()),
         wake: Condvar::new(),
         done: Condvar::new(),
@@ -469,13 +473,17 @@ fn export_batch<'s>(
             let e = format!("collector rejected {rejected} of {n} spans: {message}");
             Stats::add(&stats.failed_exports, 1);
             stats.set_error(&e);
-            diag::warn_limited("export-partial", &e);
+            diag::warn_limited_for("export-partial", shared.id, &e);
             [(&stats.exported, n - rejected), (&stats.failed, rejected)]
         }
         Err(e) => {
             Stats::add(&stats.failed_exports, 1);
             stats.set_error(&e);
-            diag::warn_limited("export-failed", &format!("could not export {n} spans: {e}"));
+            diag::warn_limited_for(
+                "export-failed",
+                shared.id,
+                &format!("could not export {n} spans: {e}"),
+            );
             all(&stats.failed)
         }
     }
@@ -666,8 +674,9 @@ impl Pipeline {
                 } else {
                     shared.batch.max_queue_bytes
                 };
-                diag::warn_limited(
+                diag::warn_limited_for(
                     "queue-full",
+                    shared.id,
                     &format!(
                         "export queue full ({limit} {what}): dropping spans; the collector is slow or down (see tracer.stats())"
                     ),

@@ -1,0 +1,95 @@
+"""The accounting identity holds whatever the collector does: every span ended is
+exported, failed, dropped or still queued, and a flush or a shutdown stays within its
+deadline. Each fault is served by the test receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import pytest
+
+from conftest import free_port
+from honeytrace import HoneyHiveTracer
+from otlp_receiver import Receiver, Reply
+
+Make = Callable[..., HoneyHiveTracer]
+SPANS = 40
+
+
+def identity(st: dict[str, Any]) -> None:
+    assert st["started"] == st["ended"] == SPANS, st
+    assert st["ended"] == (
+        st["exported"] + st["failed"] + st["dropped"] + st["queued"] + st["filtered"]
+    ), st
+
+
+def end_spans(t: HoneyHiveTracer) -> None:
+    for i in range(SPANS):
+        with t.start_as_current_span(f"s{i}"):
+            pass
+
+
+FAULTS = {
+    # fault: (script of replies, then the default reply)
+    "503 forever": ([], Reply(503)),
+    "hang": ([], Reply(200, delay=5)),
+    "slow-loris": ([], Reply(200, slow=0.2)),
+    "connection reset": ([], Reply(200, reset=True)),
+    "429 then accepted": ([Reply(429, headers={"Retry-After": "1"})], Reply(200)),
+    "partial success": ([Reply(200, rejected=7, rejected_message="bad")], Reply(200)),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_the_identity_holds_under_a_collector_fault(make_tracer: Make, fault: str) -> None:
+    script, default = FAULTS[fault]
+    with Receiver() as receiver:
+        receiver.script = list(script)
+        receiver.default_reply = default
+        t = make_tracer(
+            otlp_endpoint=receiver.url, export_timeout=2, max_retries=2, flush_interval=60
+        )
+        end_spans(t)
+        started = time.monotonic()
+        flushed = t.flush(10)
+        took = time.monotonic() - started
+        st = t.stats()
+        identity(st)
+        assert took < 10 + 5, took  # within the flush deadline, whatever the collector does
+        if fault in ("503 forever", "hang", "slow-loris", "connection reset"):
+            assert (st["exported"], st["failed"]) == (0, SPANS), st
+            assert st["failed_exports"] >= 1 and st["last_error"], st
+        elif fault == "429 then accepted":
+            assert flushed is True
+            assert (st["exported"], st["failed"], st["retries"]) == (SPANS, 0, 1), st
+            assert len(receiver.spans()) == SPANS
+        else:
+            assert flushed is True
+            assert (st["exported"], st["failed"]) == (SPANS - 7, 7), st
+        t.shutdown(timeout=5)
+        identity(t.stats())
+        assert t.stats()["queued"] == 0
+
+
+def test_a_collector_down_then_back_gets_the_later_spans(make_tracer: Make) -> None:
+    port = free_port()
+    t = make_tracer(
+        otlp_endpoint=f"http://127.0.0.1:{port}", export_timeout=1, max_retries=1, flush_interval=60
+    )
+    end_spans(t)  # the collector is down
+    t.flush(5)
+    down = t.stats()
+    identity(down)
+    assert (down["exported"], down["failed"]) == (0, SPANS), down
+    with Receiver(port=port) as receiver:  # back, on the same port
+        for i in range(SPANS):
+            with t.start_as_current_span(f"later{i}"):
+                pass
+        assert t.flush(10) is True
+        st = t.stats()
+        assert st["ended"] == 2 * SPANS
+        assert (st["exported"], st["failed"]) == (SPANS, SPANS), st
+        assert sorted(s["name"] for s in receiver.spans()) == sorted(
+            f"later{i}" for i in range(SPANS)
+        )
