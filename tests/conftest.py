@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,16 +61,41 @@ def memory_tracer(make_tracer: Callable[..., HoneyHiveTracer]) -> HoneyHiveTrace
 REPO = Path(__file__).resolve().parent.parent
 
 
-def child_env() -> dict[str, str]:
+def child_env(*importable: str | Path) -> dict[str, str]:
     """This process's environment without HoneyHive/OpenTelemetry configuration, with
-    tests/ importable: for child interpreters."""
+    ``importable`` directories and tests/ importable: for child interpreters."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(_CONFIG_PREFIXES) and k not in _CONFIG_NAMES
     }
-    env["PYTHONPATH"] = os.path.dirname(__file__)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, importable), os.path.dirname(__file__)])
     return env
+
+
+def start_python(code: str, *args: str) -> subprocess.Popen[str]:
+    """Start ``code`` in a fresh interpreter (clean environment, as ``run_python``),
+    with pipes for its output; ``args`` are its ``sys.argv[1:]``."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop_process(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
+    """SIGTERM ``proc`` (if still running) and wait; killed if it does not end in time.
+    Returns its remaining standard output."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
 
 
 def run_python(

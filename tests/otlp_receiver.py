@@ -12,6 +12,7 @@ import base64
 import gzip
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -227,13 +228,19 @@ class Receiver:
                 pass  # a client gone away (hung-collector tests close sockets on purpose)
 
         self._server = Server(("127.0.0.1", port), Handler)
+        self._scheme = "http"
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def use_tls(self, context: ssl.SSLContext) -> None:
+        """Serve over TLS with ``context`` from now on (``url`` becomes https://)."""
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._scheme = "https"
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
 
     @property
     def traces_url(self) -> str:

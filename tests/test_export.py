@@ -190,11 +190,10 @@ def _tls_receiver(receiver: Receiver) -> str:
     import ssl
 
     trustme = pytest.importorskip("trustme")
-    cert = trustme.CA().issue_cert("127.0.0.1")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    cert.configure_cert(ctx)
-    receiver._server.socket = ctx.wrap_socket(receiver._server.socket, server_side=True)
-    return "https://" + receiver.url.split("://", 1)[1]
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(ctx)
+    receiver.use_tls(ctx)
+    return receiver.url
 
 
 @pytest.mark.parametrize("case", ["untrusted certificate", "no TLS at the port"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, stop_process
 from otlp_receiver import Receiver
 
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
@@ -66,8 +65,4 @@ def test_preloaded_workers_export_their_spans(receiver: Receiver, tmp_path: Path
         assert all(s["name"] == "GET /hello" for s in spans)
         assert len({s["span_id"] for s in spans}) == len(spans)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=30)

@@ -50,7 +50,7 @@ CALLS = 20_000
 RSS_BOUND = 64 * MIB + 96 * MIB
 
 SOAK = """
-import json, os, socket, sys
+import json, os, socket, sys, time
 from honeytrace import HoneyHiveTracer, trace
 
 def rss():
@@ -109,7 +109,6 @@ at_return = {k: v for k, v in t.stats().items() if isinstance(v, int)}
 # The export thread's last timed-out request ends at the shutdown deadline; shutdown
 # waits a moment more for it to count what it held. On a loaded machine it may need
 # longer: until then its spans show as `queued`.
-import time
 settle_until = time.monotonic() + 10.0
 while t.stats()["queued"] and time.monotonic() < settle_until:
     time.sleep(0.01)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import child_env, run_python
+from conftest import child_env, run_python, start_python, stop_process
 from otlp_receiver import Receiver
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process model")
@@ -117,13 +117,7 @@ def run_and_terminate(receiver: Receiver, before: str = "", wait: str = "") -> A
         before=textwrap.dedent(before),
         wait=textwrap.dedent(wait) or "while True:\n    time.sleep(0.05)",
     )
-    p = subprocess.Popen(
-        [sys.executable, "-c", code, receiver.url],
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    p = start_python(code, receiver.url)
     assert p.stdout is not None
     ready = p.stdout.readline()
     assert ready.startswith("ready"), p.communicate(timeout=30)
@@ -183,13 +177,7 @@ def test_a_handler_installed_after_init_replaces_ours_as_it_would_the_default() 
     """
     code = SIGTERM_CHILD.format(before="", wait=textwrap.dedent(wait))
     with Receiver() as receiver:
-        p = subprocess.Popen(
-            [sys.executable, "-c", code, receiver.url],
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        p = start_python(code, receiver.url)
         assert p.stdout is not None
         assert p.stdout.readline().startswith("ready")
         assert p.stdout.readline().startswith("handler set")
@@ -324,13 +312,7 @@ def test_sigint_still_interrupts_a_main_thread_blocked_in_a_lock() -> None:
     except KeyboardInterrupt:
         print("interrupted", flush=True)
     """
-    p = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    p = start_python(code)
     assert p.stdout is not None
     assert p.stdout.readline().startswith("blocked")
     os.kill(p.pid, signal.SIGINT)
@@ -367,11 +349,10 @@ def test_celery_prefork_children_deliver_when_recycled(tmp_path: Path) -> None:
     broker, results = tmp_path / "broker", tmp_path / "results"
     broker.mkdir()
     results.mkdir()
-    env = child_env()
+    env = child_env(tmp_path)
     env.update(
         BROKER_DIR=str(broker), RESULT_DIR=str(results), CONTROL_DIR=str(tmp_path / "control")
     )
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
     tasks = 8
     with Receiver() as receiver:
         (tmp_path / "tasks.py").write_text(CELERY_TASKS.format(endpoint=receiver.url))
@@ -418,9 +399,4 @@ def test_celery_prefork_children_deliver_when_recycled(tmp_path: Path) -> None:
             assert len(spans) == tasks
             assert {int(s["attributes"]["honeyhive_outputs.result"]) for s in spans} == pids
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.communicate()
+            stop_process(worker)

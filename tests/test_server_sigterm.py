@@ -7,9 +7,9 @@ is imported and a ``flush_interval`` long enough that nothing leaves before the 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import child_env, free_port
+from conftest import child_env, free_port, stop_process
 from otlp_receiver import Receiver
 
 BIN = os.path.dirname(sys.executable)
@@ -88,7 +88,7 @@ def _command(server: str, port: int) -> list[str]:
 def _get(port: int, i: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/work?i={i}", timeout=10) as r:
         assert r.status == 200
-        return int(__import__("json").loads(r.read())["i"])
+        return int(json.loads(r.read())["i"])
 
 
 SERVERS = ["uvicorn", "uvicorn-workers", "gunicorn-sync", "gunicorn-gthread", "gunicorn-uvicorn"]
@@ -105,8 +105,7 @@ def test_sigterm_after_load_delivers_every_completed_request(server: str, tmp_pa
     with Receiver() as receiver:
         app = (ASGI_APP if asgi else WSGI_APP).format(endpoint=receiver.url)
         (tmp_path / "app.py").write_text(app)
-        env = child_env()
-        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+        env = child_env(tmp_path)
         env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"  # uvicorn.workers says it moved
         proc = subprocess.Popen(
             _command(server, port),
@@ -129,12 +128,8 @@ def test_sigterm_after_load_delivers_every_completed_request(server: str, tmp_pa
             done = [_get(port, i) for i in range(REQUESTS)]
             assert done == list(range(REQUESTS))
             assert receiver.spans() == []  # all still queued (flush_interval=60)
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=60)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+            out = stop_process(proc)
         # The stop delivered before the processes ended: no waiting for stragglers.
         handled = sorted(
             int(s["attributes"]["honeyhive_inputs.i"])

@@ -46,6 +46,13 @@ def exit_deadline() -> float:
     return max(timeouts, default=5.0)
 
 
+def flush_for_exit() -> None:
+    """Export what is queued within the exit deadline, keeping the tracers (the app may
+    still run a moment), and emit the engine's log records."""
+    _core.flush_all(exit_deadline())
+    _log.drain()
+
+
 def _shut_down_all() -> None:
     try:
         _core.shutdown_all(None)
@@ -78,8 +85,7 @@ def _make_sigterm_handler(previous: _Handler) -> Callable[[int, Any], Any]:
                 else:
                     # The app's handler decides what happens next (it may keep running
                     # for a while): export what is queued, keep the tracers.
-                    _core.flush_all(exit_deadline())
-                    _log.drain()
+                    flush_for_exit()
             except Exception:
                 pass
             finally:

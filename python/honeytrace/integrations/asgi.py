@@ -15,9 +15,9 @@ from typing import Any, Callable, Optional
 
 from opentelemetry import propagate
 
-from .. import _core, _log
+from .. import _core
 from .._distributed import HoneyTracePropagator
-from .._process_end import exit_deadline
+from .._process_end import flush_for_exit
 from .._registry import TracerLike
 from .._wrappers import attach, restore
 
@@ -102,15 +102,10 @@ def _flush_before_shutdown_completes(send: Callable[..., Any]) -> Callable[..., 
         if kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
             loop = asyncio.get_running_loop()
             with contextlib.suppress(Exception):
-                await loop.run_in_executor(None, _flush_for_exit)
+                await loop.run_in_executor(None, flush_for_exit)
         return await send(message)
 
     return lifespan_send
-
-
-def _flush_for_exit() -> None:
-    _core.flush_all(exit_deadline())
-    _log.drain()
 
 
 def instrument_fastapi(
