@@ -45,6 +45,33 @@ def default_path() -> str:
     return os.environ.get("HH_FILE_PATH") or os.path.join(os.getcwd(), _core.DEFAULT_FILE)
 
 
+def trace_files(path: str) -> list[str]:
+    """The files holding the traces of ``path``, oldest first.
+
+    A file stands for itself and the files rotation renamed aside
+    (``traces.<UTC time>.<pid>.jsonl`` for ``traces.jsonl``); a directory for every
+    ``*.jsonl`` file in it.
+    """
+    if os.path.isdir(path):
+        found = sorted(
+            os.path.join(path, n) for n in os.listdir(path) if n.endswith(".jsonl")
+        )
+        return [p for p in found if os.path.isfile(p)]
+    folder, name = os.path.split(path)
+    stem, ext = os.path.splitext(name)
+    if not stem:
+        stem, ext = name, ""
+    aside = sorted(
+        os.path.join(folder, n)
+        for n in (os.listdir(folder or ".") if os.path.isdir(folder or ".") else [])
+        if n.startswith(stem + ".")
+        and n.endswith(ext)
+        and len(n) > len(stem) + 1 + len(ext)
+        and n[len(stem) + 1].isdigit()
+    )
+    return aside + ([path] if os.path.isfile(path) else [])
+
+
 def _value(v: dict[str, Any]) -> Any:
     if "stringValue" in v:
         return v["stringValue"]
@@ -189,10 +216,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     path = args.path or default_path()
-    if not os.path.exists(path):
+    files = trace_files(path)
+    if not files:
         print(f"honeytrace: no trace file at {path}", file=sys.stderr)
         return 1
-    grouped = group_sessions(read_spans(path))
+    grouped = group_sessions(s for f in files for s in read_spans(f))
     if args.command == "sessions":
         for sid, spans in grouped.items():
             services = sorted({s.service for s in spans})

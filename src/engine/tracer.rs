@@ -68,10 +68,10 @@ fn exporter_factory(cfg: &Config, resource: &Resource) -> ExporterFactory {
                 .file_path
                 .clone()
                 .unwrap_or_else(|| crate::engine::config::settings::DEFAULT_FILE.into());
-            let max = cfg.file_max_bytes;
+            let (max, keep) = (cfg.file_max_bytes, cfg.file_keep);
             Arc::new(move || {
                 (
-                    Box::new(FileExporter::new(path.clone(), max, &resource)) as Box<dyn Exporter>,
+                    Box::new(FileExporter::new(path.clone(), max, keep, &resource)) as Box<dyn Exporter>,
                     None,
                 )
             })

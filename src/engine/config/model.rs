@@ -123,6 +123,17 @@ pub struct BatchConfig {
     pub max_retries: u32,
 }
 
+/// The disk spool for batches an OTLP collector could not take
+/// (src/engine/export/spool.rs).
+#[derive(Clone, Debug)]
+pub struct SpoolConfig {
+    /// The spool's root; each destination gets a subdirectory.
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub max_files: u64,
+    pub max_age: Duration,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatchKind {
     Prefix,
@@ -169,6 +180,10 @@ pub struct Config {
     pub gzip: bool,
     pub file_path: Option<PathBuf>,
     pub file_max_bytes: u64,
+    /// Renamed-aside trace files kept.
+    pub file_keep: u64,
+    /// None: no spool (turned off, or not an OTLP destination).
+    pub spool: Option<SpoolConfig>,
     pub batch: BatchConfig,
     pub shutdown_timeout: Duration,
     pub set_global: Option<bool>,

@@ -3,7 +3,8 @@
 //! variable the bad value came from.
 
 use super::model::{
-    BatchConfig, Config, ExporterKind, MatchKind, Mode, NameMatcher, Protocol, Secret, Trust,
+    BatchConfig, Config, ExporterKind, MatchKind, Mode, NameMatcher, Protocol, Secret, SpoolConfig,
+    Trust,
 };
 use super::settings::{self, Kind, Setting, DEFAULT_FILE, DEFAULT_SERVER_URL, IGNORED_LEGACY_KEYS};
 use super::value::RawValue;
@@ -660,6 +661,7 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
     } else {
         None
     };
+    let spool = spool(&r, exporter)?;
     let mut resource_attributes = match r.env_first(&["OTEL_RESOURCE_ATTRIBUTES"]) {
         Some((n, v)) => parse_kv_list(&v, &Origin::Env(n))?,
         None => Vec::new(),
@@ -716,7 +718,9 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         protocol: protocol(&r)?,
         gzip,
         file_path,
-        file_max_bytes: 256 * 1024 * 1024,
+        file_max_bytes: r.count("file_max_bytes")?.unwrap_or(256 * 1024 * 1024),
+        file_keep: r.count("file_keep")?.unwrap_or(10),
+        spool,
         batch: batch(&r)?,
         shutdown_timeout: r
             .seconds("shutdown_timeout")?
@@ -751,6 +755,56 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         unknown,
         ignored_legacy,
     })
+}
+
+/// The spool's settings; None when it is off or the destination is not OTLP.
+fn spool(r: &Resolver, exporter: ExporterKind) -> CResult<Option<SpoolConfig>> {
+    let on = r.boolean("spool")?.unwrap_or(true);
+    let dir = r.text("spool_dir")?;
+    let max_bytes = r.count("spool_max_bytes")?.unwrap_or(256 * 1024 * 1024);
+    let max_files = r.count("spool_max_files")?.unwrap_or(10_000);
+    let max_age = r
+        .seconds("spool_max_age")?
+        .unwrap_or(Duration::from_secs(86_400));
+    if !on || exporter != ExporterKind::Otlp {
+        return Ok(None);
+    }
+    let dir = match dir {
+        Some(d) if d.chars().any(char::is_control) => {
+            return err("spool_dir must not contain control characters")
+        }
+        Some(d) => {
+            let p = PathBuf::from(d);
+            if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir().map_or_else(|_| p.clone(), |c| c.join(&p))
+            }
+        }
+        None => default_spool_dir(),
+    };
+    Ok(Some(SpoolConfig {
+        dir,
+        max_bytes,
+        max_files,
+        max_age,
+    }))
+}
+
+/// `$XDG_CACHE_HOME/honeytrace/spool`, else `~/.cache/honeytrace/spool`, else (no home)
+/// `.honeytrace/spool` under the working directory.
+fn default_spool_dir() -> PathBuf {
+    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let cache = nonempty("XDG_CACHE_HOME")
+        .filter(|p| p.is_absolute())
+        .or_else(|| nonempty("HOME").map(|h| h.join(".cache")));
+    match cache {
+        Some(c) => c.join("honeytrace").join("spool"),
+        None => std::env::current_dir()
+            .unwrap_or_default()
+            .join(".honeytrace")
+            .join("spool"),
+    }
 }
 
 #[cfg(test)]
