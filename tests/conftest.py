@@ -23,12 +23,20 @@ _CONFIG_PREFIXES = ("HH_", "OTEL_", "HONEYHIVE_")
 _CONFIG_NAMES = ("SESSION_ID", "SESSION_NAME")
 
 
+# The disk spool is on by default; a test of how failures are counted without it
+# would otherwise see `spooled` where it expects `failed` (and leave batches in the
+# user's cache). Tests of the spool turn it on (tests/test_spool.py).
+_TEST_DEFAULTS = {"HH_SPOOL": "false"}
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see no HoneyHive/OpenTelemetry configuration from the machine."""
     for k in list(os.environ):
         if k.startswith(_CONFIG_PREFIXES) or k in _CONFIG_NAMES:
             monkeypatch.delenv(k, raising=False)
+    for k, v in _TEST_DEFAULTS.items():
+        monkeypatch.setenv(k, v)
 
 
 @pytest.fixture
@@ -69,6 +77,7 @@ def child_env(*importable: str | Path) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(_CONFIG_PREFIXES) and k not in _CONFIG_NAMES
     }
+    env.update(_TEST_DEFAULTS)
     env["PYTHONPATH"] = os.pathsep.join([*map(str, importable), os.path.dirname(__file__)])
     return env
 

@@ -5,6 +5,7 @@ deadline. Each fault is served by the test receiver on 127.0.0.1."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -20,7 +21,12 @@ SPANS = 40
 def identity(st: dict[str, Any]) -> None:
     assert st["started"] == st["ended"] == SPANS, st
     assert st["ended"] == (
-        st["exported"] + st["failed"] + st["dropped"] + st["queued"] + st["filtered"]
+        st["exported"]
+        + st["failed"]
+        + st["dropped"]
+        + st["spooled"]
+        + st["queued"]
+        + st["filtered"]
     ), st
 
 
@@ -41,14 +47,22 @@ FAULTS = {
 }
 
 
+@pytest.mark.parametrize("spool", [False, True], ids=["no spool", "spool"])
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_the_identity_holds_under_a_collector_fault(make_tracer: Make, fault: str) -> None:
+def test_the_identity_holds_under_a_collector_fault(
+    make_tracer: Make, fault: str, spool: bool, tmp_path: Path
+) -> None:
     script, default = FAULTS[fault]
     with Receiver() as receiver:
         receiver.script = list(script)
         receiver.default_reply = default
         t = make_tracer(
-            otlp_endpoint=receiver.url, export_timeout=2, max_retries=2, flush_interval=60
+            otlp_endpoint=receiver.url,
+            export_timeout=2,
+            max_retries=2,
+            flush_interval=60,
+            spool=spool,
+            spool_dir=str(tmp_path),
         )
         end_spans(t)
         started = time.monotonic()
@@ -57,7 +71,12 @@ def test_the_identity_holds_under_a_collector_fault(make_tracer: Make, fault: st
         st = t.stats()
         identity(st)
         assert took < 10 + 5, took  # within the flush deadline, whatever the collector does
-        if fault in ("503 forever", "hang", "slow-loris", "connection reset"):
+        if fault in ("503 forever", "hang", "slow-loris", "connection reset") and spool:
+            # Kept on disk for later, not lost.
+            assert (st["exported"], st["failed"], st["spooled"]) == (0, 0, SPANS), st
+            assert st["last_error"], st
+            assert any(tmp_path.rglob("*.pb")), list(tmp_path.rglob("*"))
+        elif fault in ("503 forever", "hang", "slow-loris", "connection reset"):
             assert (st["exported"], st["failed"]) == (0, SPANS), st
             assert st["failed_exports"] >= 1 and st["last_error"], st
         elif fault == "429 then accepted":

@@ -53,9 +53,7 @@ def trace_files(path: str) -> list[str]:
     ``*.jsonl`` file in it.
     """
     if os.path.isdir(path):
-        found = sorted(
-            os.path.join(path, n) for n in os.listdir(path) if n.endswith(".jsonl")
-        )
+        found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".jsonl"))
         return [p for p in found if os.path.isfile(p)]
     folder, name = os.path.split(path)
     stem, ext = os.path.splitext(name)

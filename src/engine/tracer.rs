@@ -71,7 +71,8 @@ fn exporter_factory(cfg: &Config, resource: &Resource) -> ExporterFactory {
             let (max, keep) = (cfg.file_max_bytes, cfg.file_keep);
             Arc::new(move || {
                 (
-                    Box::new(FileExporter::new(path.clone(), max, keep, &resource)) as Box<dyn Exporter>,
+                    Box::new(FileExporter::new(path.clone(), max, keep, &resource))
+                        as Box<dyn Exporter>,
                     None,
                 )
             })
@@ -107,6 +108,7 @@ fn exporter_factory(cfg: &Config, resource: &Resource) -> ExporterFactory {
                 max_retries: cfg.batch.max_retries,
                 connect_timeout: connect,
                 keep_buffer: cfg.batch.max_export_batch_bytes.saturating_mul(2),
+                spool: cfg.spool.clone(),
             });
             let retries = cfg.batch.max_retries;
             Arc::new(move || {

@@ -794,7 +794,11 @@ fn spool(r: &Resolver, exporter: ExporterKind) -> CResult<Option<SpoolConfig>> {
 /// `$XDG_CACHE_HOME/honeytrace/spool`, else `~/.cache/honeytrace/spool`, else (no home)
 /// `.honeytrace/spool` under the working directory.
 fn default_spool_dir() -> PathBuf {
-    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let nonempty = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let cache = nonempty("XDG_CACHE_HOME")
         .filter(|p| p.is_absolute())
         .or_else(|| nonempty("HOME").map(|h| h.join(".cache")));

@@ -207,7 +207,7 @@ impl FileExporter {
             .len()
             .saturating_sub(usize::try_from(self.keep).unwrap_or(usize::MAX));
         for old in &files[..excess] {
-            let size = std::fs::metadata(old).map(|m| m.len()).unwrap_or(0);
+            let size = std::fs::metadata(old).map_or(0, |m| m.len());
             if std::fs::remove_file(old).is_ok() {
                 diag::log(
                     diag::WARNING,
@@ -237,7 +237,7 @@ impl FileExporter {
                 self.file = None;
                 continue;
             }
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let len = f.metadata().map_or(0, |m| m.len());
             if len > 0 && len >= self.max_bytes {
                 let rotated = self.rotate();
                 drop(lock);

@@ -248,6 +248,27 @@ fn describe_error(e: &ureq::Error) -> String {
     }
 }
 
+/// Why a request was not delivered; `transient` when a later attempt may succeed (the
+/// collector was unreachable, slow, overloaded or answered 429/5xx), as opposed to a
+/// refusal (4xx) or a TLS failure.
+#[derive(Debug)]
+pub struct SendFailure {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl From<SendFailure> for String {
+    fn from(f: SendFailure) -> String {
+        f.message
+    }
+}
+
+impl std::fmt::Display for SendFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Send with retries until success, a permanent failure, or the deadline.
 pub fn send_with_retry(
     agent: &ureq::Agent,
@@ -257,31 +278,40 @@ pub fn send_with_retry(
     body: &[u8],
     max_retries: u32,
     ctl: &dyn ExportControl,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, SendFailure> {
     let mut retries = 0u32;
     let shown = || shown_url(url);
+    let transient = |message| SendFailure {
+        message,
+        transient: true,
+    };
     loop {
         let deadline = ctl.deadline();
         let now = Instant::now();
         if now >= deadline {
-            return Err(format!("{}: export deadline passed", shown()));
+            return Err(transient(format!("{}: export deadline passed", shown())));
         }
         match send_once(agent, method, url, headers, body, deadline - now) {
             Attempt::Done(b) => return Ok(b),
-            Attempt::Fail(e) => return Err(e),
+            Attempt::Fail(message) => {
+                return Err(SendFailure {
+                    message,
+                    transient: false,
+                })
+            }
             Attempt::Retry { reason, after } => {
                 if retries >= max_retries {
-                    return Err(format!(
+                    return Err(transient(format!(
                         "{}: {reason} (gave up after {retries} retries)",
                         shown()
-                    ));
+                    )));
                 }
                 let wait = after.unwrap_or_else(|| backoff_delay(retries));
                 if !ctl.backoff(wait) {
-                    return Err(format!(
+                    return Err(transient(format!(
                         "{}: {reason}; the next retry would pass the export deadline",
                         shown()
-                    ));
+                    )));
                 }
                 retries += 1;
                 Stats::add(&ctl.stats().retries, 1);

@@ -11,3 +11,4 @@ pub mod pipeline;
 pub mod prepare;
 pub mod rest;
 pub mod sink;
+pub mod spool;

@@ -1,9 +1,10 @@
 //! OTLP/HTTP export (http/protobuf and http/json).
 
-use super::http::{agent, send_with_retry};
+use super::http::{agent, send_with_retry, SendFailure};
 use super::prepare::prepare;
-use super::sink::{Delivered, ExportControl, ExportResult, Exporter};
-use crate::engine::config::{Protocol, Secret};
+use super::sink::{Delivered, ExportControl, ExportResult, Exporter, Stats};
+use super::spool::{Sent, Spool};
+use crate::engine::config::{Protocol, Secret, SpoolConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -12,8 +13,9 @@ use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_sc
 use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
 use prost::Message;
+use std::fmt::Write as _;
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Build one ExportTraceServiceRequest (attributes de-duplicated, event type set).
 pub fn encode_request(
@@ -52,6 +54,7 @@ pub struct OtlpExporter {
     resource: ResourceAttributesWithSchema,
     max_retries: u32,
     keep_buffer: usize,
+    spool: Option<Spool>,
 }
 
 pub struct OtlpSettings {
@@ -64,6 +67,41 @@ pub struct OtlpSettings {
     /// Request buffers larger than this after a request are freed rather than kept
     /// for the next one (a span larger than `batch_bytes` went alone).
     pub keep_buffer: usize,
+    pub spool: Option<SpoolConfig>,
+}
+
+/// Where the collector's answer to a delivered request leaves its spans: all taken, or
+/// some rejected (OTLP partial success).
+fn partial_success(protocol: Protocol, resp: &[u8], n: u64) -> Delivered {
+    let partial = match protocol {
+        Protocol::HttpProtobuf => ExportTraceServiceResponse::decode(resp)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_spans, p.error_message)),
+        Protocol::HttpJson => serde_json::from_slice::<serde_json::Value>(resp)
+            .ok()
+            .and_then(|v| {
+                let p = v.get("partialSuccess")?;
+                let rejected = p
+                    .get("rejectedSpans")
+                    .and_then(|r| r.as_str().and_then(|s| s.parse().ok()).or(r.as_i64()))
+                    .unwrap_or(0);
+                let msg = p
+                    .get("errorMessage")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("")
+                    .to_string();
+                Some((rejected, msg))
+            }),
+    };
+    match partial {
+        // A negative or oversized count from a confused collector is clamped.
+        Some((rejected, message)) if rejected > 0 => Delivered::Partly {
+            rejected: u64::try_from(rejected).unwrap_or(0).min(n),
+            message,
+        },
+        _ => Delivered::All,
+    }
 }
 
 impl OtlpExporter {
@@ -98,6 +136,27 @@ impl OtlpExporter {
             resource: resource_attrs(resource),
             max_retries: s.max_retries,
             keep_buffer: s.keep_buffer,
+            spool: s.spool.as_ref().map(|cfg| {
+                let mut destination = format!("{}\n{:?}\n{}", s.endpoint, s.protocol, s.gzip);
+                for (k, v) in &s.headers {
+                    let _ = write!(destination, "\n{}={}", k.to_ascii_lowercase(), v.expose());
+                }
+                let ext = match (s.protocol, s.gzip) {
+                    (Protocol::HttpProtobuf, false) => "pb",
+                    (Protocol::HttpProtobuf, true) => "pb.gz",
+                    (Protocol::HttpJson, false) => "json",
+                    (Protocol::HttpJson, true) => "json.gz",
+                };
+                Spool::new(cfg, &destination, ext)
+            }),
+        }
+    }
+
+    fn encoded(&self) -> &[u8] {
+        if self.gzip {
+            &self.zscratch
+        } else {
+            &self.scratch
         }
     }
 
@@ -124,16 +183,13 @@ impl OtlpExporter {
         Ok(())
     }
 
-    /// Encode `batch` and send it, retries included.
+    /// Encode `batch` and send it, retries included; what cannot be delivered in time
+    /// goes to the spool, if there is one.
     fn send(&mut self, batch: Vec<SpanData>, ctl: &dyn ExportControl) -> ExportResult {
-        let n = batch.len();
+        let n = batch.len() as u64;
         self.body(batch)?;
-        let body = if self.gzip {
-            &self.zscratch
-        } else {
-            &self.scratch
-        };
-        let resp = send_with_retry(
+        let body = self.encoded();
+        match send_with_retry(
             &self.agent,
             "POST",
             &self.endpoint,
@@ -141,36 +197,39 @@ impl OtlpExporter {
             body,
             self.max_retries,
             ctl,
-        )?;
-        // OTLP partial success: the collector accepted the request but rejected spans.
-        let partial = match self.protocol {
-            Protocol::HttpProtobuf => ExportTraceServiceResponse::decode(resp.as_slice())
-                .ok()
-                .and_then(|r| r.partial_success)
-                .map(|p| (p.rejected_spans, p.error_message)),
-            Protocol::HttpJson => serde_json::from_slice::<serde_json::Value>(&resp)
-                .ok()
-                .and_then(|v| {
-                    let p = v.get("partialSuccess")?;
-                    let rejected = p
-                        .get("rejectedSpans")
-                        .and_then(|r| r.as_str().and_then(|s| s.parse().ok()).or(r.as_i64()))
-                        .unwrap_or(0);
-                    let msg = p
-                        .get("errorMessage")
-                        .and_then(|m| m.as_str())
-                        .unwrap_or("")
-                        .to_string();
-                    Some((rejected, msg))
-                }),
-        };
-        match partial {
-            // A negative or oversized count from a confused collector is clamped.
-            Some((rejected, message)) if rejected > 0 => Ok(Delivered::Partly {
-                rejected: u64::try_from(rejected).unwrap_or(0).min(n as u64),
+        ) {
+            Ok(resp) => {
+                if let Some(spool) = self.spool.as_mut() {
+                    spool.collector_answered();
+                }
+                Ok(partial_success(self.protocol, &resp, n))
+            }
+            Err(SendFailure {
                 message,
-            }),
-            _ => Ok(Delivered::All),
+                transient: true,
+            }) if self.spool.is_some() => {
+                let body = if self.gzip {
+                    &self.zscratch
+                } else {
+                    &self.scratch
+                };
+                let Some(spool) = self.spool.as_mut() else {
+                    return Err(message);
+                };
+                match spool.put(body, n, ctl.stats()) {
+                    Ok(()) => Ok(Delivered::Spooled { why: message }),
+                    Err(e) => Err(format!("{message}; not spooled: {e}")),
+                }
+            }
+            Err(f) => Err(f.message),
+        }
+    }
+
+    fn release_buffers(&mut self) {
+        for buf in [&mut self.scratch, &mut self.zscratch] {
+            if buf.capacity() > self.keep_buffer {
+                *buf = Vec::new();
+            }
         }
     }
 }
@@ -178,12 +237,57 @@ impl OtlpExporter {
 impl Exporter for OtlpExporter {
     fn export(&mut self, batch: Vec<SpanData>, ctl: &dyn ExportControl) -> ExportResult {
         let result = self.send(batch, ctl);
-        for buf in [&mut self.scratch, &mut self.zscratch] {
-            if buf.capacity() > self.keep_buffer {
-                *buf = Vec::new();
-            }
-        }
+        self.release_buffers();
         result
+    }
+
+    fn spool(&mut self, batch: Vec<SpanData>, stats: &Stats) -> bool {
+        if self.spool.is_none() {
+            return false;
+        }
+        let n = batch.len() as u64;
+        let written = self.body(batch).and_then(|()| {
+            let body = if self.gzip {
+                &self.zscratch
+            } else {
+                &self.scratch
+            };
+            match self.spool.as_mut() {
+                Some(spool) => spool.put(body, n, stats),
+                None => Err("no spool".into()),
+            }
+        });
+        self.release_buffers();
+        if let Err(e) = &written {
+            stats.set_error(e);
+            crate::engine::diag::warn_limited("spool-failed", e);
+        }
+        written.is_ok()
+    }
+
+    fn drain_spool(&mut self, ctl: &dyn ExportControl) -> Option<Instant> {
+        let OtlpExporter {
+            agent,
+            endpoint,
+            headers,
+            protocol,
+            spool,
+            ..
+        } = self;
+        let spool = spool.as_mut()?;
+        let deadline = ctl.deadline();
+        spool.drain(ctl.stats(), deadline, |body| {
+            // One attempt per batch: live spans wait behind it.
+            match send_with_retry(agent, "POST", endpoint, headers, body, 0, ctl) {
+                Ok(resp) => match partial_success(*protocol, &resp, u64::MAX) {
+                    Delivered::Partly { rejected, .. } => Sent::Delivered { rejected },
+                    _ => Sent::Delivered { rejected: 0 },
+                },
+                Err(f) if f.transient => Sent::Later,
+                Err(f) => Sent::Refused(f.message),
+            }
+        });
+        spool.next_try()
     }
 }
 

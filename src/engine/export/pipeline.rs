@@ -59,6 +59,8 @@ struct State {
     shutdown: bool,
     shutdown_deadline: Option<Instant>,
     exited: bool,
+    /// When the exporter wants a turn to send what waits in its disk spool.
+    spool_next: Option<Instant>,
 }
 
 pub struct Shared {
@@ -167,7 +169,11 @@ fn spawn(factory: &ExporterFactory, batch: &BatchConfig, stats: &Arc<Stats>) -> 
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        state: Mutex::new(State::default()),
+        // A new exporter looks at once for batches earlier processes spooled.
+        state: Mutex::new(State {
+            spool_next: Some(Instant::now()),
+            ..State::default()
+        }),
         wake: Condvar::new(),
         done: Condvar::new(),
         stats: stats.clone(),
@@ -383,7 +389,9 @@ fn next_turn(shared: &Shared, hand: &mut Hand) -> Turn {
         // shutdown, or the schedule delay since the oldest span.
         let due =
             flush_exporter || st.flush_target > st.processed || ripe_at.is_some_and(|d| d <= now);
+        let spool_at = st.spool_next.filter(|_| !st.shutdown);
         if flush_exporter
+            || spool_at.is_some_and(|t| t <= now)
             || !st.jobs.is_empty()
             || st.queue.len() >= batch_size
             || st.bytes >= shared.batch.max_export_batch_bytes
@@ -391,6 +399,11 @@ fn next_turn(shared: &Shared, hand: &mut Hand) -> Turn {
         {
             break (flush_exporter, due);
         }
+        // Wake for the spool too, whichever comes first.
+        let ripe_at = match (ripe_at, spool_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         st = match ripe_at {
             // Idle: poll at the schedule delay rather than have every push notify us
             // (a futex wake per span on the caller's thread). With a zero delay,
@@ -462,7 +475,12 @@ fn export_batch<'s>(
         shared.lock().shutdown_deadline,
     );
     if Instant::now() >= deadline {
-        return all(&stats.dropped_at_shutdown);
+        // Past the shutdown deadline: to the disk spool if there is one.
+        return if exporter.spool(batch, stats) {
+            all(&stats.spooled)
+        } else {
+            all(&stats.dropped_at_shutdown)
+        };
     }
     diag::injected_panic(diag::Fault::Export);
     let ctl = Ctl { shared, deadline };
@@ -476,6 +494,15 @@ fn export_batch<'s>(
             diag::warn_limited_for("export-partial", shared.id, &e);
             [(&stats.exported, n - rejected), (&stats.failed, rejected)]
         }
+        Ok(Delivered::Spooled { why }) => {
+            stats.set_error(&why);
+            diag::warn_limited_for(
+                "export-spooled",
+                shared.id,
+                &format!("could not export {n} spans: {why}; kept in the disk spool, to be sent when the collector answers"),
+            );
+            all(&stats.spooled)
+        }
         Err(e) => {
             Stats::add(&stats.failed_exports, 1);
             stats.set_error(&e);
@@ -487,6 +514,38 @@ fn export_batch<'s>(
             all(&stats.failed)
         }
     }
+}
+
+/// Write what `hand` took to the disk spool, a batch at a time (the shutdown deadline
+/// has passed); what the spool does not take counts as dropped at shutdown.
+fn spool_taken(
+    shared: &Shared,
+    exporter: &mut Box<dyn Exporter>,
+    hand: &mut Hand,
+    batch_size: usize,
+) {
+    let stats = &shared.stats;
+    while !hand.taken.is_empty() {
+        let n = batch_size.min(hand.taken.len());
+        let mut bytes = 0usize;
+        let batch: Vec<SpanData> = hand
+            .taken
+            .drain(..n)
+            .map(|(span, size)| {
+                bytes += size;
+                span
+            })
+            .collect();
+        hand.batch = (n as u64, bytes);
+        let counter = if exporter.spool(batch, stats) {
+            &stats.spooled
+        } else {
+            &stats.dropped_at_shutdown
+        };
+        let (n, bytes) = std::mem::take(&mut hand.batch);
+        shared.handled([(counter, n), (&stats.exported, 0)], n, bytes);
+    }
+    hand.oldest = None;
 }
 
 /// The export loop; returns when the pipeline has shut down.
@@ -525,14 +584,34 @@ fn run(
         if exported_a_batch {
             *failures = 0;
         }
+        // What waits in the disk spool goes out between live batches, a few at a time.
+        let spool_next = if shared.lock().shutdown {
+            None
+        } else {
+            let ctl = Ctl {
+                shared,
+                deadline: diag::deadline_after(shared.batch.export_timeout),
+            };
+            exporter.drain_spool(&ctl)
+        };
 
         let mut st = shared.lock();
+        st.spool_next = spool_next;
         // The exporter flushed after every span pushed before these flushes asked.
         if turn.flush_exporter {
             st.exporter_flushes_done = st.exporter_flushes_done.max(turn.flushes_seen);
         }
         let finished = st.shutdown && st.queue.is_empty() && st.jobs.is_empty();
         let abandon = st.shutdown && st.shutdown_deadline.is_some_and(|d| Instant::now() >= d);
+        if abandon && !st.queue.is_empty() {
+            // Past the deadline with spans still queued: to the disk spool if there is
+            // one (counted as each batch is written), the rest dropped below.
+            std::mem::swap(&mut st.queue, &mut hand.taken);
+            hand.oldest = st.oldest_at.take();
+            drop(st);
+            spool_taken(shared, &mut exporter, hand, batch_size);
+            st = shared.lock();
+        }
         if finished || abandon {
             let left = st.queue.len() as u64;
             let left_jobs = st.jobs.len() as u64;

@@ -112,7 +112,7 @@ impl RestClient {
             }
             Err(e) => {
                 Stats::add(&ctl.stats().api_calls_failed, 1);
-                ctl.stats().set_error(&e);
+                ctl.stats().set_error(&e.message);
                 diag::warn_limited(
                     "api-failed",
                     &format!("HoneyHive {what} failed: {e}; spans are still exported"),

@@ -29,6 +29,12 @@ pub struct Stats {
     pub retries: AtomicU64,
     pub api_calls: AtomicU64,
     pub api_calls_failed: AtomicU64,
+    /// Spans of batches written to the disk spool (collector unreachable in time).
+    pub spooled: AtomicU64,
+    /// Spans sent from the spool (batches this process or an earlier one spooled).
+    pub spool_exported: AtomicU64,
+    /// Spans the spool deleted: past its bounds or age, or refused by the collector.
+    pub spool_dropped: AtomicU64,
     /// Taken by the export thread: fork-safe (`reset` renews it in a forked child).
     last_error: ForkSafeMutex<Option<String>>,
 }
@@ -67,6 +73,9 @@ impl Stats {
             &self.filtered,
             &self.api_calls,
             &self.api_calls_failed,
+            &self.spooled,
+            &self.spool_exported,
+            &self.spool_dropped,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -79,7 +88,14 @@ impl Stats {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivered {
     All,
-    Partly { rejected: u64, message: String },
+    Partly {
+        rejected: u64,
+        message: String,
+    },
+    /// Not delivered in time, kept in the disk spool for later (`why`: the failure).
+    Spooled {
+        why: String,
+    },
 }
 
 pub type ExportResult = Result<Delivered, String>;
@@ -99,6 +115,16 @@ pub trait Exporter: Send {
     /// Emit anything held back (the console exporter buffers unfinished trees).
     fn flush(&mut self) {}
     fn shutdown(&mut self) {}
+    /// Keep `batch` in the disk spool without trying to send it (the shutdown deadline
+    /// has passed); false (the batch dropped) when there is no spool or it failed.
+    fn spool(&mut self, _batch: Vec<SpanData>, _stats: &Stats) -> bool {
+        false
+    }
+    /// Send what waits in the disk spool, within `deadline`; returns when to call again
+    /// (None: nothing waits).
+    fn drain_spool(&mut self, _ctl: &dyn ExportControl) -> Option<Instant> {
+        None
+    }
 }
 
 fn value_bytes(v: &Value) -> usize {
