@@ -23,6 +23,11 @@ from ._distributed import (  # noqa: E402
 )
 from ._enrich import enrich_session, enrich_span, enrich_span_context  # noqa: E402
 from ._otel import Tracer, TracerProvider, patch_isinstance  # noqa: E402
+from ._processes import (  # noqa: E402
+    carry_context,
+    instrument_processes,
+    uninstrument_processes,
+)
 from ._threads import bind_context, instrument_threads, uninstrument_threads  # noqa: E402
 from ._tracer import (  # noqa: E402
     HoneyHiveTracer,
@@ -49,6 +54,7 @@ __all__ = [
     "__version__",
     "atrace",
     "bind_context",
+    "carry_context",
     "enrich_session",
     "enrich_span",
     "enrich_span_context",
@@ -56,6 +62,7 @@ __all__ = [
     "flush",
     "get_default_tracer",
     "inject_context_into_carrier",
+    "instrument_processes",
     "instrument_threads",
     "set_default_tracer",
     "set_redactor",
@@ -63,6 +70,7 @@ __all__ = [
     "trace",
     "trace_class",
     "tracers",
+    "uninstrument_processes",
     "uninstrument_threads",
     "with_distributed_trace_context",
 ]

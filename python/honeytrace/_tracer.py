@@ -28,6 +28,7 @@ from ._enrich import enrich_span as _enrich_span
 from ._enrich import enrich_span_context
 from ._log import logger
 from ._otel import Tracer, TracerProvider, install_global
+from ._processes import instrument_processes
 from ._threads import instrument_threads
 
 if TYPE_CHECKING:  # typing_extensions is only needed by type checkers
@@ -137,6 +138,8 @@ class HoneyHiveTracer:
             install_propagator(core.set_global)
             if core.propagate_threads:
                 instrument_threads()
+            if core.propagate_processes:
+                instrument_processes()
             if core.instrument_http:
                 from .integrations.http import instrument_http as _instrument_http
 

@@ -322,6 +322,10 @@ impl TracerCore {
         self.core().cfg.propagate_threads
     }
     #[getter]
+    fn propagate_processes(&self) -> bool {
+        self.core().cfg.propagate_processes
+    }
+    #[getter]
     fn instrument_http(&self) -> bool {
         self.core().cfg.instrument_http
     }

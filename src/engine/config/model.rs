@@ -208,6 +208,8 @@ pub struct Config {
     /// Wrap `os._exit` and chain a SIGTERM handler (python/honeytrace/_process_end.py).
     pub exit_hooks: bool,
     pub propagate_threads: bool,
+    /// Carry the context into process-pool tasks (python/honeytrace/_processes.py).
+    pub propagate_processes: bool,
     pub instrument_http: bool,
     /// Hosts allowed to receive baggage from the HTTP integration (None: every host).
     pub baggage_hosts: Option<Vec<String>>,

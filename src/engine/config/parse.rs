@@ -745,6 +745,7 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         user_properties: r.json("user_properties")?,
         exit_hooks: r.boolean("exit_hooks")?.unwrap_or(true),
         propagate_threads: r.boolean("propagate_threads")?.unwrap_or(false),
+        propagate_processes: r.boolean("propagate_processes")?.unwrap_or(false),
         instrument_http: r.boolean("instrument_http")?.unwrap_or(false),
         baggage_hosts: r
             .list("baggage_hosts")?

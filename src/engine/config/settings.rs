@@ -208,6 +208,8 @@ pub static SETTINGS: &[Setting] = &[
       "Deliver what is queued when the process ends by `os._exit` (multiprocessing, Celery children) or SIGTERM, chained onto the app's handler (process-wide)."),
     s("propagate_threads", &["HH_PROPAGATE_THREADS"], Kind::Bool, "`False`",
       "Carry the context into threads, `ThreadPoolExecutor` and `run_in_executor`."),
+    s("propagate_processes", &["HH_PROPAGATE_PROCESSES"], Kind::Bool, "`False`",
+      "Carry the trace and session into each task of a `ProcessPoolExecutor` or `multiprocessing.Pool` (any start method)."),
     s("instrument_http", &["HH_INSTRUMENT_HTTP"], Kind::Bool, "`False`",
       "Propagate on `requests`/`httpx` calls (CLIENT spans + headers)."),
     s("baggage_hosts", &["HH_BAGGAGE_HOSTS"], Kind::List, "every host",
