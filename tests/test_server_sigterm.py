@@ -47,6 +47,34 @@ def work(i: int):
     return {{"pid": os.getpid(), "i": handle(i)}}
 """
 
+# Without honeytrace's ASGI integration: nothing flushes at the lifespan shutdown, and
+# uvicorn ends by re-raising SIGTERM under the default disposition (no atexit). The
+# app's own shutdown work, traced, ends after the SIGTERM.
+ASGI_PLAIN_APP = """
+import os
+from contextlib import asynccontextmanager
+from fastapi import FastAPI
+from honeytrace import HoneyHiveTracer, trace
+
+tracer = HoneyHiveTracer.init(otlp_endpoint={endpoint!r}, flush_interval=60,
+                              batch_size=4096, project="stop")
+
+@trace(tracer=tracer)
+def handle(i):
+    return i
+
+@asynccontextmanager
+async def lifespan(app):
+    yield
+    handle(-2)
+
+app = FastAPI(lifespan=lifespan)
+
+@app.get("/work")
+def work(i: int):
+    return {{"pid": os.getpid(), "i": handle(i)}}
+"""
+
 WSGI_APP = """
 import json, os
 from urllib.parse import parse_qs
@@ -72,9 +100,9 @@ app = HoneyTraceWSGIMiddleware(plain, tracer)
 
 def _command(server: str, port: int) -> list[str]:
     bind = f"127.0.0.1:{port}"
-    if server == "uvicorn":
+    if server in ("uvicorn", "uvicorn-plain"):
         return [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port)]
-    if server == "uvicorn-workers":
+    if server in ("uvicorn-workers", "uvicorn-plain-workers"):
         return [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port), "--workers", "2"]
     exe = GUNICORN if os.path.exists(GUNICORN) else (shutil.which("gunicorn") or "gunicorn")
     if server == "gunicorn-sync":
@@ -91,7 +119,15 @@ def _get(port: int, i: int) -> int:
         return int(json.loads(r.read())["i"])
 
 
-SERVERS = ["uvicorn", "uvicorn-workers", "gunicorn-sync", "gunicorn-gthread", "gunicorn-uvicorn"]
+SERVERS = [
+    "uvicorn",
+    "uvicorn-plain",
+    "uvicorn-workers",
+    "uvicorn-plain-workers",
+    "gunicorn-sync",
+    "gunicorn-gthread",
+    "gunicorn-uvicorn",
+]
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -103,7 +139,9 @@ def test_sigterm_after_load_delivers_every_completed_request(server: str, tmp_pa
     asgi = server.startswith("uvicorn") or server == "gunicorn-uvicorn"
     port = free_port()
     with Receiver() as receiver:
-        app = (ASGI_APP if asgi else WSGI_APP).format(endpoint=receiver.url)
+        plain = server.startswith("uvicorn-plain")
+        source = ASGI_PLAIN_APP if plain else ASGI_APP if asgi else WSGI_APP
+        app = source.format(endpoint=receiver.url)
         (tmp_path / "app.py").write_text(app)
         env = child_env(tmp_path)
         env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"  # uvicorn.workers says it moved
@@ -137,6 +175,10 @@ def test_sigterm_after_load_delivers_every_completed_request(server: str, tmp_pa
             if s["name"] == "app.handle"
         )
         names = sorted({s["name"] for s in receiver.spans()})
-        assert handled == [-1, *range(REQUESTS)], (names, len(receiver.spans()), out[-3000:])
-        servers = [s for s in receiver.spans() if s["kind"] == 2]  # SPAN_KIND_SERVER
-        assert len(servers) == REQUESTS + 1, out[-3000:]
+        # Each plain uvicorn process traced its lifespan shutdown (-2) after the SIGTERM.
+        shutdowns = (2 if server.endswith("workers") else 1) if plain else 0
+        expected = [-2] * shutdowns + [-1, *range(REQUESTS)]
+        assert handled == expected, (names, len(receiver.spans()), out[-3000:])
+        if not plain:  # (a FastAPI with built-in telemetry makes SERVER spans of its own)
+            servers = [s for s in receiver.spans() if s["kind"] == 2]  # SPAN_KIND_SERVER
+            assert len(servers) == REQUESTS + 1, out[-3000:]

@@ -18,7 +18,13 @@ it, and with them every span still queued:
   decides how the process ends (uvicorn and gunicorn end through ``atexit``, or put
   ours back and re-raise). An ignored SIGTERM stays ignored.
 
-Both are on by default and turned off with ``exit_hooks=False`` (``HH_EXIT_HOOKS``).
+- ``signal.raise_signal(sig)`` of a signal that kills the process by default, while its
+  disposition is the default: how uvicorn ends after a graceful shutdown on SIGTERM (it
+  puts back the handler it found, the default when the app module created the tracer,
+  and re-raises). ``signal.raise_signal`` is wrapped: in that case it shuts every
+  tracer down first.
+
+All are on by default and turned off with ``exit_hooks=False`` (``HH_EXIT_HOOKS``).
 The design rules are in docs/internals.md ("How a process ends").
 """
 
@@ -36,6 +42,14 @@ _Handler = Union[Callable[[int, Any], Any], int, signal.Handlers, None]
 
 _lock = threading.Lock()
 _real_exit: Optional[Callable[[int], Any]] = None
+_real_raise_signal: Optional[Callable[[int], None]] = None
+# Signals whose default action ends the process (a core dump aside) without Python's
+# exit: raising one under the default disposition is an exit without atexit.
+_FATAL_BY_DEFAULT = frozenset(
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+    if hasattr(signal, name)
+)
 _sigterm_installed = False
 _handling = False
 
@@ -74,6 +88,17 @@ def _exit(status: int) -> Any:
         real(status)
 
 
+def _raise_signal(signalnum: int) -> None:
+    real = _real_raise_signal
+    assert real is not None
+    try:
+        if signalnum in _FATAL_BY_DEFAULT and signal.getsignal(signalnum) is signal.SIG_DFL:
+            _shut_down_all()  # the process dies next
+    except Exception:  # never stand in the way of the signal
+        pass
+    real(signalnum)
+
+
 def _make_sigterm_handler(previous: _Handler) -> Callable[[int, Any], Any]:
     def on_sigterm(signum: int, frame: Any) -> Any:
         global _handling
@@ -94,7 +119,7 @@ def _make_sigterm_handler(previous: _Handler) -> Callable[[int, Any], Any]:
             return previous(signum, frame)
         # The default: die of SIGTERM as the process would have without us.
         signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
+        (_real_raise_signal or signal.raise_signal)(signum)
         return None
 
     on_sigterm._honeytrace_previous = previous  # type: ignore[attr-defined]
@@ -122,11 +147,15 @@ def _install_sigterm() -> None:
 
 def install() -> None:
     """Wrap ``os._exit`` and chain a SIGTERM handler (idempotent; see the module doc)."""
-    global _real_exit
+    global _real_exit, _real_raise_signal
     with _lock:
         if _real_exit is None:
             _real_exit = os._exit
             os._exit = _exit
             _exit.__doc__ = _real_exit.__doc__
         if hasattr(signal, "SIGTERM") and hasattr(signal, "raise_signal"):
+            if _real_raise_signal is None:
+                _real_raise_signal = signal.raise_signal
+                signal.raise_signal = _raise_signal
+                _raise_signal.__doc__ = _real_raise_signal.__doc__
             _install_sigterm()
