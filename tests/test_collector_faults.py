@@ -27,6 +27,7 @@ def identity(st: dict[str, Any]) -> None:
         + st["spooled"]
         + st["queued"]
         + st["filtered"]
+        + st["sampled_out"]
     ), st
 
 
@@ -112,3 +113,34 @@ def test_a_collector_down_then_back_gets_the_later_spans(make_tracer: Make) -> N
         assert sorted(s["name"] for s in receiver.spans()) == sorted(
             f"later{i}" for i in range(SPANS)
         )
+
+
+def test_spans_of_an_unsampled_trace_count_as_sampled_out(make_tracer: Make) -> None:
+    """A caller that did not sample its trace (traceparent flags 00): our spans under it
+    record nothing, and are counted, so the identity holds with them."""
+    from honeytrace import with_distributed_trace_context
+
+    with Receiver() as receiver:
+        t = make_tracer(otlp_endpoint=receiver.url)
+        unsampled = {"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-00"}
+        with with_distributed_trace_context(unsampled, t):
+            with t.start_as_current_span("parent") as parent:
+                assert not parent.is_recording()
+                with t.start_as_current_span("child"):
+                    pass
+        with t.start_as_current_span("sampled"):
+            pass
+        assert t.shutdown(timeout=5) is True
+        st = t.stats()
+        names = [s["name"] for s in receiver.spans()]
+    assert (st["started"], st["ended"], st["sampled_out"], st["exported"]) == (3, 3, 2, 1), st
+    assert st["ended"] == (
+        st["exported"]
+        + st["failed"]
+        + st["dropped"]
+        + st["spooled"]
+        + st["filtered"]
+        + st["sampled_out"]
+        + st["queued"]
+    ), st
+    assert names == ["sampled"]

@@ -28,6 +28,7 @@ def identity(st: dict[str, Any]) -> None:
         + st["dropped"]
         + st["spooled"]
         + st["filtered"]
+        + st["sampled_out"]
         + st["queued"]
     ), st
 

@@ -210,6 +210,10 @@ impl Core {
         };
         let sc = SpanContext::new(trace_id, ids.new_span_id(), flags, false, state);
         if !flags.is_sampled() {
+            // Decided as it begins: it records nothing, so it is also done with.
+            Stats::add(&self.stats.started, 1);
+            Stats::add(&self.stats.ended, 1);
+            Stats::add(&self.stats.sampled_out, 1);
             return Begun::NotSampled(sc);
         }
         let SpanOptions {

@@ -52,6 +52,7 @@ fn stats_dict<'py>(py: Python<'py>, h: &Handle) -> PyResult<Bound<'py, PyDict>> 
             ("failed_exports", g(&s.failed_exports)),
             ("retries", g(&s.retries)),
             ("filtered", g(&s.filtered)),
+            ("sampled_out", g(&s.sampled_out)),
             ("spooled", g(&s.spooled)),
             ("spool_exported", g(&s.spool_exported)),
             ("spool_dropped", g(&s.spool_dropped)),

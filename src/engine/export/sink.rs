@@ -21,7 +21,10 @@ pub struct Stats {
     pub dropped_queue_bytes: AtomicU64,
     pub dropped_after_shutdown: AtomicU64,
     pub filtered: AtomicU64,
-    _callers_line: [u64; 2],
+    /// Spans not recorded because their parent was not sampled (counted in `started`
+    /// and `ended` as they begin: they record nothing and export nothing).
+    pub sampled_out: AtomicU64,
+    _callers_line: [u64; 1],
     pub exported: AtomicU64,
     pub dropped_at_shutdown: AtomicU64,
     pub failed: AtomicU64,
@@ -71,6 +74,7 @@ impl Stats {
             &self.failed_exports,
             &self.retries,
             &self.filtered,
+            &self.sampled_out,
             &self.api_calls,
             &self.api_calls_failed,
             &self.spooled,
