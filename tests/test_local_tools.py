@@ -164,3 +164,61 @@ def test_rotation_keeps_file_keep_files_and_logs_deletions(tmp_path: Path) -> No
     assert len(files) == 3, files  # two renamed aside and the current one
     assert "deleted the oldest rotated trace file" in out.stderr
     assert "more than file_keep=2 rotated files" in out.stderr
+
+
+LOCKED_WRITER = """
+import json, sys
+from honeytrace import HoneyHiveTracer
+t = HoneyHiveTracer.init(project="p", file_path=sys.argv[1], export_timeout=0.5)
+with t.start_as_current_span("while-locked"):
+    pass
+t.flush(5)
+print(json.dumps(t.stats()), flush=True)
+sys.stdin.readline()  # the test frees the lock
+with t.start_as_current_span("after"):
+    pass
+t.flush(5)
+print(json.dumps(t.stats()), flush=True)
+"""
+
+
+def test_a_trace_file_locked_forever_fails_the_batch_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    """Another process holds the file's lock (stopped, say): the export gives up at its
+    deadline and counts the batch as failed; once the lock is free, writing resumes."""
+    import fcntl
+    import json
+    import os
+
+    from conftest import child_env
+    from honeytrace.cli import read_spans
+
+    path = tmp_path / "traces.jsonl"
+    path.write_text("")
+    holder = os.open(path, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCKED_WRITER, str(path)],
+        env=child_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        locked = json.loads(proc.stdout.readline())
+        assert (locked["failed"], locked["exported"]) == (1, 0), locked
+        assert "locked by another process" in locked["last_error"]
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        after = json.loads(proc.stdout.readline())
+        assert (after["failed"], after["exported"]) == (1, 1), after
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(holder)
+    assert [s.name for s in read_spans(str(path))] == ["after"]

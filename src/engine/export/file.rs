@@ -19,6 +19,7 @@ use opentelemetry_sdk::Resource;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 pub struct FileExporter {
     path: PathBuf,
@@ -33,21 +34,32 @@ pub struct FileExporter {
 struct Locked<'f>(&'f File);
 
 impl<'f> Locked<'f> {
-    fn take(f: &'f File) -> Result<Self, String> {
+    /// Wait for the lock until `deadline`: a writer that holds it forever (a process
+    /// stopped with SIGSTOP) fails our batch, counted, rather than hang the thread.
+    fn take(f: &'f File, deadline: Instant) -> Result<Self, String> {
         #[cfg(unix)]
         {
             use std::os::unix::io::AsRawFd;
+            let mut wait = Duration::from_micros(50);
             loop {
                 // SAFETY: flock on a descriptor we own for the duration of the borrow.
-                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                     break;
                 }
                 let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(format!("cannot lock the trace file: {e}"));
+                match e.raw_os_error() {
+                    Some(libc::EWOULDBLOCK | libc::EINTR) => {}
+                    _ => return Err(format!("cannot lock the trace file: {e}")),
                 }
+                if Instant::now() + wait >= deadline {
+                    return Err("the trace file stayed locked by another process until the export deadline".into());
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(10));
             }
         }
+        #[cfg(not(unix))]
+        let _ = deadline;
         Ok(Locked(f))
     }
 }
@@ -222,7 +234,7 @@ impl FileExporter {
     }
 
     /// Append `line` to the current file, rotating first if it is full.
-    fn append(&mut self, line: &[u8]) -> Result<(), String> {
+    fn append(&mut self, line: &[u8], deadline: Instant) -> Result<(), String> {
         // Each turn either writes, or finds the file renamed aside (by us or another
         // process) and reopens: a few turns are enough unless the directory is being
         // rotated faster than we can open.
@@ -231,7 +243,7 @@ impl FileExporter {
             let Some(f) = self.file.as_ref() else {
                 continue;
             };
-            let lock = Locked::take(f)?;
+            let lock = Locked::take(f, deadline)?;
             if !is_current(f, &self.path) {
                 drop(lock);
                 self.file = None;
@@ -263,11 +275,11 @@ impl FileExporter {
 }
 
 impl Exporter for FileExporter {
-    fn export(&mut self, batch: Vec<SpanData>, _ctl: &dyn ExportControl) -> ExportResult {
+    fn export(&mut self, batch: Vec<SpanData>, ctl: &dyn ExportControl) -> ExportResult {
         let req = encode_request(batch, &self.resource);
         let mut line = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
         line.push(b'\n');
-        self.append(&line)?;
+        self.append(&line, ctl.deadline())?;
         Ok(Delivered::All)
     }
 }
