@@ -52,7 +52,10 @@ impl<'f> Locked<'f> {
                     _ => return Err(format!("cannot lock the trace file: {e}")),
                 }
                 if Instant::now() + wait >= deadline {
-                    return Err("the trace file stayed locked by another process until the export deadline".into());
+                    return Err(
+                        "the trace file stayed locked by another process until the export deadline"
+                            .into(),
+                    );
                 }
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(Duration::from_millis(10));
