@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Batches sent from the spool in one turn of the export thread at most, so live spans
@@ -109,7 +110,6 @@ pub struct Spool {
     cfg: SpoolConfig,
     ext: &'static str,
     pid: u32,
-    seq: u64,
     /// When to look at the directory next; None: nothing known to be waiting.
     next_try: Option<Instant>,
     last_scan: Instant,
@@ -127,7 +127,6 @@ impl Spool {
             cfg: cfg.clone(),
             ext,
             pid: std::process::id(),
-            seq: 0,
             // A new process looks at once for what earlier ones left.
             next_try: Some(now),
             last_scan: now,
@@ -148,16 +147,12 @@ impl Spool {
     /// Keep `body` (a request of `spans` spans) for later. Counted in `spooled` by the
     /// caller when this returns Ok.
     pub fn put(&mut self, body: &[u8], spans: u64, stats: &Stats) -> Result<(), String> {
+        // Process-wide: two tracers with one destination share the directory.
+        static SEQ: AtomicU64 = AtomicU64::new(0);
         self.create_dir()?;
-        self.seq += 1;
-        let name = format!(
-            "{}-{}-{}-{spans}.{}",
-            now_nanos(),
-            self.pid,
-            self.seq,
-            self.ext
-        );
-        let tmp = self.dir.join(format!(".tmp-{}-{}", self.pid, self.seq));
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}-{}-{seq}-{spans}.{}", now_nanos(), self.pid, self.ext);
+        let tmp = self.dir.join(format!(".tmp-{}-{seq}", self.pid));
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -186,6 +181,14 @@ impl Spool {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(rest) = name.strip_prefix(".tmp-") {
+                    // Half-written by a process that died while writing: not a batch.
+                    let pid = rest.split('-').next().and_then(|p| p.parse().ok());
+                    if pid.is_some_and(|p| p != self.pid && !alive(p)) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                    return None;
+                }
                 let (nanos, spans, claimed_by) = parse_name(&name)?;
                 let bytes = e.metadata().map_or(0, |m| m.len());
                 Some(Entry {
