@@ -144,3 +144,36 @@ def test_spans_of_an_unsampled_trace_count_as_sampled_out(make_tracer: Make) -> 
         + st["queued"]
     ), st
     assert names == ["sampled"]
+
+
+@pytest.mark.parametrize("spool", [False, True], ids=["no spool", "spool"])
+def test_a_hung_collector_at_the_default_export_timeout_is_counted_at_shutdown(
+    make_tracer: Make, spool: bool, tmp_path: Path
+) -> None:
+    """export_timeout (10 s by default) is longer than shutdown_timeout: the request in
+    flight when the shutdown begins still ends by its deadline (one attempt lasts at
+    most shutdown_timeout), so after shutdown() nothing is left uncounted in `queued`;
+    with the spool, every span is kept."""
+    with Receiver() as receiver:
+        receiver.default_reply = Reply(200, delay=30)
+        t = make_tracer(
+            otlp_endpoint=receiver.url,
+            shutdown_timeout=2,
+            flush_interval=0.05,
+            spool=spool,
+            spool_dir=str(tmp_path),
+        )
+        end_spans(t)
+        time.sleep(0.3)  # the batch is in flight
+        started = time.monotonic()
+        clean = t.shutdown()
+        took = time.monotonic() - started
+        st = t.stats()
+    identity(st)
+    assert took < 2 + 1, took
+    assert st["queued"] == 0, st
+    if spool:
+        assert (st["spooled"], st["failed"], st["dropped"]) == (SPANS, 0, 0), st
+        assert clean is True
+    else:
+        assert st["failed"] + st["dropped_at_shutdown"] == SPANS, st

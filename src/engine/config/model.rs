@@ -120,6 +120,10 @@ pub struct BatchConfig {
     pub max_export_batch_bytes: usize,
     pub schedule_delay: Duration,
     pub export_timeout: Duration,
+    /// The longest one HTTP attempt may take: `shutdown_timeout` (at least 1 s), so a
+    /// request in flight when a shutdown begins ends by its deadline and what it
+    /// carried can still be counted or spooled.
+    pub attempt_timeout: Duration,
     pub max_retries: u32,
 }
 

@@ -566,6 +566,10 @@ fn batch(r: &Resolver<'_>) -> CResult<BatchConfig> {
         export_timeout: r
             .seconds("export_timeout")?
             .unwrap_or(Duration::from_secs(10)),
+        attempt_timeout: r
+            .seconds("shutdown_timeout")?
+            .unwrap_or(Duration::from_secs(5))
+            .max(Duration::from_secs(1)),
         max_retries: u32::try_from(r.count("max_retries")?.unwrap_or(5)).unwrap_or(100),
     })
 }

@@ -291,7 +291,8 @@ pub fn send_with_retry(
         if now >= deadline {
             return Err(transient(format!("{}: export deadline passed", shown())));
         }
-        match send_once(agent, method, url, headers, body, deadline - now) {
+        let budget = (deadline - now).min(ctl.attempt_timeout());
+        match send_once(agent, method, url, headers, body, budget) {
             Attempt::Done(b) => return Ok(b),
             Attempt::Fail(message) => {
                 return Err(SendFailure {

@@ -148,6 +148,10 @@ impl ExportControl for Ctl<'_> {
         }
     }
 
+    fn attempt_timeout(&self) -> Duration {
+        self.shared.batch.attempt_timeout
+    }
+
     fn stats(&self) -> &Stats {
         &self.shared.stats
     }

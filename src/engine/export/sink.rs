@@ -110,6 +110,10 @@ pub trait ExportControl {
     fn deadline(&self) -> Instant;
     /// Sleep for a retry backoff; false (at once) when the deadline would pass first.
     fn backoff(&self, wait: Duration) -> bool;
+    /// The longest one attempt may take, whatever is left of the deadline.
+    fn attempt_timeout(&self) -> Duration {
+        Duration::MAX
+    }
     fn stats(&self) -> &Stats;
 }
 
