@@ -50,7 +50,12 @@ def test_exit_is_on_time_when_the_collector_hangs(receiver: Receiver) -> None:
     elapsed = time.monotonic() - started
     assert out.returncode == 0, out.stderr
     assert elapsed < 20, f"process took {elapsed:.1f}s to exit with a 1 s shutdown deadline"
-    assert "shutdown deadline reached" in out.stderr
+    # The batch in flight ends by the deadline (an attempt lasts at most
+    # shutdown_timeout) and is counted as failed; on a machine slow enough to pass the
+    # deadline first, it is dropped at shutdown. Either way the loss is logged.
+    assert "could not export 20 spans" in out.stderr or "shutdown deadline reached" in out.stderr, (
+        out.stderr
+    )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fork")
