@@ -176,8 +176,25 @@ def test_inject_inside_a_plain_span_carries_the_session(make_tracer: Make) -> No
     with t.start_as_current_span("plain") as span:
         carrier = t.inject({})
     ctx = span.get_span_context()
-    assert carrier["traceparent"] == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01"
+    # A trace honeytrace starts is sampled and, its ids being random, says so (W3C Trace
+    # Context Level 2 random flag, 0x02).
+    assert carrier["traceparent"] == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-03"
+    assert ctx.trace_flags == 0x03 and ctx.trace_flags.sampled
     assert f"session_id={t.session_id}" in carrier["baggage"]  # HoneyHive omits it here
+
+
+@pytest.mark.parametrize("flags", ["00", "01", "02", "03"])
+def test_the_sampled_and_random_flags_are_continued(make_tracer: Make, flags: str) -> None:
+    t = make_tracer(test_mode=True)
+    incoming = {"traceparent": f"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}"}
+    with with_distributed_trace_context(incoming, t):
+        with t.start_as_current_span("child") as span:
+            out = t.inject({})
+            recording = span.is_recording()
+    assert out["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert out["traceparent"].endswith("-" + flags)
+    assert span.get_span_context().trace_flags == int(flags, 16)
+    assert recording is (flags in ("01", "03"))
 
 
 def test_inject_keeps_existing_keys_and_forwards_other_baggage(

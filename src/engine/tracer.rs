@@ -12,9 +12,10 @@ use crate::engine::export::sink::{Exporter, Stats};
 use crate::engine::ids::ForkSafeIdGenerator;
 use crate::engine::keys::{PROJECT, SOURCE};
 use crate::engine::processor::HoneyHiveProcessor;
+use crate::engine::propagation::traceparent;
 use crate::engine::span::{Recording, SpanOptions};
 use crate::engine::stamp::Stamper;
-use opentelemetry::trace::{Link, SpanContext, SpanId, Status, TraceFlags, TraceState};
+use opentelemetry::trace::{Link, SpanContext, SpanId, Status, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{IdGenerator, SpanData, SpanEvents, SpanLimits, SpanLinks};
 use opentelemetry_sdk::Resource;
@@ -202,7 +203,7 @@ impl Core {
             ),
             None => (
                 ids.new_trace_id(),
-                TraceFlags::SAMPLED,
+                traceparent::NEW_TRACE_FLAGS,
                 TraceState::default(),
                 SpanId::INVALID,
                 false,

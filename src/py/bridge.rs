@@ -91,6 +91,8 @@ pub struct Bridge {
     pub format_exception: Py<PyAny>,
     pub empty_trace_state: Py<PyAny>,
     pub flags_sampled: Py<PyAny>,
+    /// Sampled and random (W3C Level 2): the flags of every trace honeytrace starts.
+    pub flags_sampled_random: Py<PyAny>,
     pub flags_default: Py<PyAny>,
     /// `opentelemetry.trace.INVALID_SPAN_CONTEXT`, for when no Python code may run.
     pub invalid_span_context: Py<PyAny>,
@@ -130,6 +132,7 @@ pub fn _install_bridge(
 ) -> PyResult<()> {
     let empty_trace_state = trace_state_type.bind(py).call0()?.unbind();
     let flags_sampled = trace_flags_type.bind(py).call1((1,))?.unbind();
+    let flags_sampled_random = trace_flags_type.bind(py).call1((3,))?.unbind();
     let flags_default = trace_flags_type.bind(py).call1((0,))?.unbind();
     let (var_get, var_set, var_reset) = if let Some(v) = &var {
         let v = v.bind(py);
@@ -189,6 +192,7 @@ pub fn _install_bridge(
             format_exception,
             empty_trace_state,
             flags_sampled,
+            flags_sampled_random,
             flags_default,
             invalid_span_context,
             set_value,
@@ -345,14 +349,11 @@ impl Bridge {
         };
         let trace_id = u128::from_be_bytes(sc.trace_id().to_bytes());
         let span_id = u64::from_be_bytes(sc.span_id().to_bytes());
-        let flags = if sc.is_sampled() {
-            self.flags_sampled.bind(py).clone()
-        } else if sc.trace_flags().to_u8() == 0 {
-            self.flags_default.bind(py).clone()
-        } else {
-            self.trace_flags_type
-                .bind(py)
-                .call1((sc.trace_flags().to_u8(),))?
+        let flags = match sc.trace_flags().to_u8() {
+            3 => self.flags_sampled_random.bind(py).clone(),
+            1 => self.flags_sampled.bind(py).clone(),
+            0 => self.flags_default.bind(py).clone(),
+            other => self.trace_flags_type.bind(py).call1((other,))?,
         };
         let header = sc.trace_state().header();
         let state = if header.is_empty() {

@@ -6,7 +6,12 @@
 //! new trace.
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
-use std::str::FromStr;
+
+/// The flags Trace Context Level 2 defines: sampled (0x01) and random (0x02: the
+/// trace id's right-most 7 bytes are random). Version 00 carries only these.
+pub const KNOWN_FLAGS: u8 = 0x03;
+/// The flags of a trace we start: sampled, and random (our trace ids are random).
+pub const NEW_TRACE_FLAGS: TraceFlags = TraceFlags::new(0x03);
 
 /// At most this many `tracestate` members are kept (W3C: 32).
 pub const MAX_TRACESTATE_MEMBERS: usize = 32;
@@ -46,8 +51,12 @@ pub fn parse(value: &str) -> Option<SpanContext> {
     if trace_id == 0 || span_id == 0 {
         return None;
     }
-    // Only the sampled bit is defined for version 00; keep the others for higher ones.
-    let flags = if version == 0 { flags & 0x01 } else { flags };
+    // Version 00 defines the sampled and random bits; keep the others for higher ones.
+    let flags = if version == 0 {
+        flags & KNOWN_FLAGS
+    } else {
+        flags
+    };
     Some(SpanContext::new(
         TraceId::from(trace_id),
         SpanId::from(span_id),
@@ -57,27 +66,65 @@ pub fn parse(value: &str) -> Option<SpanContext> {
     ))
 }
 
-/// `tracestate` from one or more header values: members joined, at most 32 kept; an
-/// invalid list is dropped whole (W3C: a vendor that cannot parse it discards it).
+/// A `tracestate` key (W3C Trace Context, current grammar): a lowercase letter or digit,
+/// then up to 255 of lowercase letters, digits, `_`, `-`, `*`, `/` and `@`.
+fn valid_state_key(k: &str) -> bool {
+    let b = k.as_bytes();
+    !b.is_empty()
+        && b.len() <= 256
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || matches!(c, b'_' | b'-' | b'*' | b'/' | b'@')
+        })
+}
+
+/// A `tracestate` value: 1 to 256 printable ASCII characters other than `,` and `=`,
+/// not ending in a space. Nothing else can reach an outgoing header.
+fn valid_state_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty()
+        && b.len() <= 256
+        && b[b.len() - 1] != b' '
+        && b.iter()
+            .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
+}
+
+/// `tracestate` from one or more header values (joined in order, empty members and the
+/// spaces and tabs around members ignored). A list that is invalid anywhere (a member
+/// without `=`, a key or value outside the grammar, more than 32 members) is discarded
+/// whole, as the W3C test harness and OpenTelemetry do; the flag says it was.
+/// Duplicate keys: the first is kept.
 pub fn parse_state(values: &[String]) -> (TraceState, bool) {
-    let joined = values
+    let members: Vec<&str> = values
         .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(",");
-    if joined.is_empty() {
-        return (TraceState::default(), false);
-    }
-    let members: Vec<&str> = joined
-        .split(',')
-        .map(str::trim)
+        .flat_map(|v| v.split(','))
+        .map(|m| m.trim_matches(|c| c == ' ' || c == '\t'))
         .filter(|m| !m.is_empty())
         .collect();
-    let truncated = members.len() > MAX_TRACESTATE_MEMBERS;
-    let kept = members[..members.len().min(MAX_TRACESTATE_MEMBERS)].join(",");
-    match TraceState::from_str(&kept) {
-        Ok(ts) => (ts, truncated),
+    if members.is_empty() {
+        return (TraceState::default(), false);
+    }
+    if members.len() > MAX_TRACESTATE_MEMBERS {
+        return (TraceState::default(), true);
+    }
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(members.len());
+    for m in members {
+        let Some((k, v)) = m.split_once('=') else {
+            return (TraceState::default(), true);
+        };
+        if !valid_state_key(k) || !valid_state_value(v) {
+            return (TraceState::default(), true);
+        }
+        if !pairs.iter().any(|(seen, _)| *seen == k) {
+            pairs.push((k, v));
+        }
+    }
+    // OpenTelemetry's TraceState checks keys against the older grammar (a vendor after
+    // `@` of at most 13 characters, one `@`): a list it refuses cannot be carried.
+    match TraceState::from_key_value(pairs) {
+        Ok(ts) => (ts, false),
         Err(_) => (TraceState::default(), true),
     }
 }
@@ -88,7 +135,7 @@ pub fn format(sc: &SpanContext) -> String {
         "00-{}-{}-{:02x}",
         sc.trace_id(),
         sc.span_id(),
-        sc.trace_flags().to_u8() & 0x01
+        sc.trace_flags().to_u8() & KNOWN_FLAGS
     )
 }
 
@@ -145,18 +192,55 @@ mod tests {
     }
 
     #[test]
-    fn tracestate_is_capped_and_validated() {
-        let many: Vec<String> = vec![(0..40)
+    fn tracestate_follows_the_current_grammar() {
+        let one = |v: &str| parse_state(&[v.to_string()]);
+        let many: String = (0..33)
             .map(|i| format!("k{i}=v"))
             .collect::<Vec<_>>()
-            .join(",")];
-        let (ts, truncated) = parse_state(&many);
-        assert!(truncated);
+            .join(",");
+        let (ts, dropped) = one(&many);
+        assert!(
+            dropped && ts.header().is_empty(),
+            "33 members: discarded whole"
+        );
+        let (ts, dropped) = one(&many[..many.rfind(',').unwrap()]);
+        assert!(!dropped);
         assert_eq!(ts.header().split(',').count(), 32);
-        let (ts, _) = parse_state(&["a=1".to_string(), "b=2".to_string()]);
+        let (ts, _) = parse_state(&["a=1".to_string(), " b=2 ,\t".to_string()]);
         assert_eq!(ts.header(), "a=1,b=2");
-        let (ts, bad) = parse_state(&["not valid at all".to_string()]);
-        assert!(bad && ts.header().is_empty());
+        assert_eq!(one("foo@=1,bar=2").0.header(), "foo@=1,bar=2");
+        assert_eq!(one("foo=1,foo=2").0.header(), "foo=1");
+        assert_eq!(one("foo=a b").0.header(), "foo=a b");
+        assert!(!one(&format!("{}=1", "z".repeat(256))).1);
+        for bad in [
+            "not valid at all",
+            "@foo=1,bar=2",
+            "foo=bar=baz",
+            "foo=,bar=3",
+            "Foo=1",
+            "foo=caf\u{e9}",
+            "foo=a\u{1}b",
+            "foo=tab\there",
+        ] {
+            let (ts, dropped) = one(bad);
+            assert!(dropped && ts.header().is_empty(), "{bad:?}");
+        }
+        let (_, dropped) = one(&format!("{}=1", "z".repeat(257)));
+        assert!(dropped);
+    }
+
+    #[test]
+    fn the_random_flag_is_kept() {
+        let random = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-02";
+        let sc = parse(random).unwrap();
+        assert!(!sc.is_sampled());
+        assert_eq!(sc.trace_flags().to_u8(), 0x02);
+        assert_eq!(format(&sc), random);
+        let both = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03";
+        assert_eq!(format(&parse(both).unwrap()), both);
+        // Undefined bits of version 00 are not passed on.
+        let odd = parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-ff").unwrap();
+        assert_eq!(odd.trace_flags().to_u8(), 0x03);
     }
 
     #[test]
