@@ -437,3 +437,50 @@ def test_a_one_megabyte_baggage_header_is_rejected_and_counted(
     ctx = extract_context_from_carrier({"baggage": "first=1," + huge})
     assert baggage.get_all(ctx) == {"first": "1"}
     assert memory_tracer.stats()["baggage_dropped"] == before + 2
+
+
+def test_grpc_style_tuple_metadata_round_trips(make_tracer: Make) -> None:
+    """gRPC metadata is a tuple of pairs: extract reads it; inject, which cannot write
+    to a tuple, returns a new tuple with the caller's pairs first, then ours."""
+    client = make_tracer(test_mode=True, project="p")
+    server = make_tracer(test_mode=True, project="p")
+    with client.start_as_current_span("call") as span:
+        md = inject_context_into_carrier((("x-request-id", "42"),))
+    assert isinstance(md, tuple) and md[0] == ("x-request-id", "42")
+    names = [k for k, _ in md]
+    assert names[1:] == ["traceparent", "baggage"]
+    ctx = extract_context_from_carrier(md, server)
+    from opentelemetry import trace as ot
+
+    remote = ot.get_current_span(ctx).get_span_context()
+    assert remote.trace_id == span.get_span_context().trace_id
+    assert remote.span_id == span.get_span_context().span_id
+
+
+@pytest.mark.parametrize("carrier", ["traceparent=x", b"raw", 42, None, frozenset()])
+def test_a_carrier_that_cannot_take_headers_is_returned_and_counted(
+    make_tracer: Make, carrier: Any
+) -> None:
+    t = make_tracer(test_mode=True)
+    before = t.stats()["invalid_arguments"]
+    with t.start_as_current_span("s"):
+        out = inject_context_into_carrier(carrier)
+    assert out is carrier
+    assert t.stats()["invalid_arguments"] == before + 1
+
+
+def test_a_carrier_that_cannot_take_headers_is_logged() -> None:
+    from conftest import messages, run_reporting
+
+    out = run_reporting(
+        """
+        import logging
+        from honeytrace import inject_context_into_carrier
+        t = HoneyHiveTracer.init(test_mode=True)
+        with t.start_as_current_span("s"):
+            inject_context_into_carrier("traceparent=x")
+        done(logs=logs())
+        """
+    )
+    warnings = messages(out["logs"], 30)
+    assert any("a str cannot carry headers; pass a dict" in m for m in warnings), warnings

@@ -24,8 +24,9 @@ use crate::py::tracer::handle_of;
 use opentelemetry::trace::SpanContext;
 use pyo3::exceptions::PyValueError;
 use pyo3::gc::PyVisit;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::PyTraverseError;
 use std::sync::PoisonError;
 use std::sync::{Arc, Mutex};
@@ -260,11 +261,43 @@ pub fn inject(
 ) -> Py<PyAny> {
     let explicit = handle_of(tracer);
     let with_baggage = crate::py::convert::flag(baggage);
-    if let Err(e) = inject_into(py, &carrier, context, explicit.as_ref(), with_baggage) {
+    let failed = |e: &dyn std::fmt::Display| {
         crate::engine::diag::warn_limited(
             "inject-failed",
             &format!("could not write propagation headers: {e}"),
         );
+    };
+    // A tuple of pairs (gRPC metadata) cannot be written to: a new tuple is returned,
+    // its pairs followed by ours.
+    if let Ok(t) = carrier.cast::<PyTuple>() {
+        let Ok(list) = PyList::new(py, t.iter()) else {
+            return carrier.unbind();
+        };
+        if let Err(e) = inject_into(py, list.as_any(), context, explicit.as_ref(), with_baggage) {
+            failed(&e);
+        }
+        return PyTuple::new(py, list.iter())
+            .map_or_else(|_| carrier.clone().unbind(), |t| t.into_any().unbind());
+    }
+    let writable = carrier.is_instance_of::<PyDict>()
+        || carrier.is_instance_of::<PyList>()
+        || carrier
+            .get_type()
+            .hasattr(intern!(py, "__setitem__"))
+            .unwrap_or(false);
+    if !writable {
+        crate::engine::diag::count(&crate::engine::diag::COUNTERS.invalid_arguments);
+        let kind = carrier
+            .get_type()
+            .name()
+            .map_or_else(|_| "object".to_string(), |n| n.to_string());
+        failed(&format!(
+            "a {kind} cannot carry headers; pass a dict, a headers object, or a list or tuple of (name, value) pairs"
+        ));
+        return carrier.unbind();
+    }
+    if let Err(e) = inject_into(py, &carrier, context, explicit.as_ref(), with_baggage) {
+        failed(&e);
     }
     carrier.unbind()
 }
