@@ -207,7 +207,9 @@ def test_inject_keeps_existing_keys_and_forwards_other_baggage(
         context.detach(token)
     assert carrier["Authorization"] == "x"
     assert "Baggage" not in carrier  # replaced, not duplicated in another case
-    assert carrier["baggage"].startswith("tenant=acme%20co,session_id=")
+    # honeytrace's own members first (they always fit), then the others.
+    assert carrier["baggage"].startswith("session_id=")
+    assert carrier["baggage"].endswith(",tenant=acme%20co")
 
 
 def test_extract_is_never_attached_and_link_unlink(make_tracer: Make) -> None:
@@ -484,3 +486,31 @@ def test_a_carrier_that_cannot_take_headers_is_logged() -> None:
     )
     warnings = messages(out["logs"], 30)
     assert any("a str cannot carry headers; pass a dict" in m for m in warnings), warnings
+
+
+@pytest.mark.parametrize("shape", ["64 members", "8192 bytes"])
+def test_the_session_survives_incoming_baggage_at_the_limits(make_tracer: Make, shape: str) -> None:
+    """Incoming baggage already at the W3C limits: the session, project and source still
+    go downstream; foreign members make room, counted."""
+    t = make_tracer(test_mode=True, project="p", source="s")
+    if shape == "64 members":
+        foreign = ",".join(f"k{i}=v{i}" for i in range(64))
+    else:
+        # 8,127 bytes: room for ours only if a foreign member goes.
+        foreign = ",".join(f"k{i}={'x' * 1012}" for i in range(8))
+    before = t.stats()["baggage_dropped"]
+    incoming = {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "baggage": foreign,
+    }
+    with with_distributed_trace_context(incoming, t):
+        with t.start_as_current_span("work"):
+            out = t.inject({})
+    members = dict(m.split("=", 1) for m in out["baggage"].split(","))
+    assert (members["session_id"], members["project"], members["source"]) == (
+        t.session_id,
+        "p",
+        "s",
+    )
+    assert len(members) <= 64 and len(out["baggage"]) <= 8192
+    assert t.stats()["baggage_dropped"] > before

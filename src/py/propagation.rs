@@ -201,6 +201,9 @@ pub fn inject_into(
     if entries.is_empty() {
         return Ok(());
     }
+    // honeytrace's own members always fit: they go first, and what the W3C limits (64
+    // members, 8192 bytes) leave no room for is foreign, dropped and counted.
+    entries.sort_by_key(|(k, _, _)| !matches!(k.as_str(), "session_id" | "project" | "source"));
     let (value, dropped) = baggage::encode(&entries);
     count(&STATS.baggage_dropped, dropped as u64);
     if !value.is_empty() {
