@@ -143,7 +143,9 @@ class HoneyHiveTracer:
             if core.instrument_http:
                 from .integrations.http import instrument_http as _instrument_http
 
-                _instrument_http(baggage_hosts=core.baggage_hosts)
+                # The tracer's own baggage_hosts apply to its requests (read per
+                # request): another init does not widen or narrow them.
+                _instrument_http()
         destination = core.destination
         if destination not in _announced:
             _announced.add(destination)

@@ -29,16 +29,31 @@ from ._common import active_tracer, record_error
 
 _lock = threading.Lock()
 _patched: dict[str, tuple[Any, str, Callable[..., Any]]] = {}
-_hosts: Optional[tuple[str, ...]] = None  # None: every host
+_hosts: Optional[tuple[str, ...]] = None  # instrument_http(baggage_hosts=); None: not set
 _tracer: Optional[TracerLike] = None
 
 
-def baggage_allowed(host: str) -> bool:
-    """Whether baggage (the session) may be sent to ``host``."""
-    if _hosts is None:
+def _patterns(tracer: Optional[TracerLike]) -> Optional[tuple[str, ...]]:
+    """The hosts allowed to receive baggage from ``tracer``'s requests: its own
+    ``baggage_hosts`` (init), else what ``instrument_http(baggage_hosts=...)`` set; None:
+    every host."""
+    if tracer is not None:
+        try:
+            own = tracer._core.baggage_hosts
+        except Exception:  # a foreign or shut-down tracer: fall back
+            own = None
+        if own is not None:
+            return tuple(own)
+    return _hosts
+
+
+def baggage_allowed(host: str, tracer: Optional[TracerLike] = None) -> bool:
+    """Whether baggage (the session) may be sent to ``host`` by ``tracer``'s requests."""
+    patterns = _patterns(tracer)
+    if patterns is None:
         return True
     host = host.lower()
-    for pattern in _hosts:
+    for pattern in patterns:
         if pattern == "*" or pattern == host:
             return True
         if pattern.startswith("*.") and (host.endswith(pattern[1:]) or host == pattern[2:]):
@@ -67,6 +82,7 @@ class _Call:
         self.span: Optional[trace.Span] = None
         self.token: Any = None
         self.headers: dict[str, str] = {}
+        self.baggage = True
         tracer = active_tracer(_tracer)
         if tracer is None:
             return
@@ -74,7 +90,8 @@ class _Call:
         self.span = tracer.tracer.start_span(method, None, SpanKind.CLIENT, attrs)
         ctx = trace.set_span_in_context(self.span)
         self.token = attach(ctx)
-        _core.inject(self.headers, ctx, tracer, baggage_allowed(host))
+        self.baggage = baggage_allowed(host, tracer)
+        _core.inject(self.headers, ctx, tracer, self.baggage)
 
     def done(self, status: Optional[int], exc: Optional[BaseException] = None) -> None:
         if self.token is not None:
@@ -92,6 +109,32 @@ class _Call:
         span.end()
 
 
+def _strip_baggage(request: Any) -> None:
+    for name in [k for k in request.headers if str(k).lower() == "baggage"]:
+        del request.headers[name]
+
+
+def _set_headers(request: Any, call: _Call) -> None:
+    # A request to a host outside baggage_hosts carries no baggage at all, not even
+    # one copied from the request before a redirect (requests sends each hop here).
+    if not call.baggage:
+        _strip_baggage(request)
+    request.headers.update(call.headers)
+
+
+def _hop_guard(send_single: Callable[..., Any]) -> Callable[..., Any]:
+    """httpx follows redirects below ``send``: each hop goes through
+    ``_send_single_request``, with the previous hop's headers copied. A hop to a host
+    outside baggage_hosts loses its baggage there."""
+
+    def guarded(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if not baggage_allowed(str(request.url.host or ""), active_tracer(_tracer)):
+            _strip_baggage(request)
+        return send_single(self, request, *args, **kwargs)
+
+    return guarded
+
+
 def _patch(key: str, owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
     if key in _patched:
         return
@@ -106,7 +149,7 @@ def _wrap_send(send: Callable[..., Any]) -> Callable[..., Any]:
 
     def traced_send(self: Any, request: Any, **kwargs: Any) -> Any:
         call = _Call(str(request.method), str(request.url))
-        request.headers.update(call.headers)
+        _set_headers(request, call)
         try:
             response = send(self, request, **kwargs)
         except BaseException as exc:
@@ -137,7 +180,7 @@ def _httpx() -> bool:
     def wrap_async(send: Callable[..., Any]) -> Callable[..., Any]:
         async def traced_send(self: Any, request: Any, **kwargs: Any) -> Any:
             call = _Call(str(request.method), str(request.url))
-            request.headers.update(call.headers)
+            _set_headers(request, call)
             try:
                 response = await send(self, request, **kwargs)
             except BaseException as exc:
@@ -150,6 +193,9 @@ def _httpx() -> bool:
 
     _patch("httpx", httpx.Client, "send", _wrap_send)
     _patch("httpx-async", httpx.AsyncClient, "send", wrap_async)
+    for key, owner in (("httpx-hop", httpx.Client), ("httpx-async-hop", httpx.AsyncClient)):
+        if hasattr(owner, "_send_single_request"):
+            _patch(key, owner, "_send_single_request", _hop_guard)
     return True
 
 
@@ -160,11 +206,13 @@ def instrument_http(
 ) -> list[str]:
     """Propagate the trace and session on outgoing requests made with ``requests`` and
     ``httpx`` (whichever is installed). ``baggage_hosts``: hosts allowed to receive
-    baggage (exact names or ``*.domain``); None means every host. Returns the libraries
-    instrumented."""
+    baggage (exact names or ``*.domain``), for tracers that set none of their own at
+    init; None keeps the current list (every host until one is set). The list holds on
+    every hop, redirects included. Returns the libraries instrumented."""
     global _hosts, _tracer
     with _lock:
-        _hosts = None if baggage_hosts is None else tuple(h.lower() for h in baggage_hosts)
+        if baggage_hosts is not None:  # None keeps what an earlier call set
+            _hosts = tuple(h.lower() for h in baggage_hosts)
         _tracer = _registry.checked(tracer, "instrument_http")
         done = []
         if _requests():
