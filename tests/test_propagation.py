@@ -514,3 +514,31 @@ def test_the_session_survives_incoming_baggage_at_the_limits(make_tracer: Make, 
     )
     assert len(members) <= 64 and len(out["baggage"]) <= 8192
     assert t.stats()["baggage_dropped"] > before
+
+
+def test_a_foreign_tracestate_that_is_not_a_valid_header_is_not_sent(make_tracer: Make) -> None:
+    """A span context from another SDK may carry a tracestate that never went through
+    honeytrace's extraction: it is checked again going out, and dropped (counted)."""
+    from opentelemetry import trace as ot
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    class Loose(TraceState):
+        def to_header(self) -> str:
+            return "vendor=caf\u00e9"
+
+    t = make_tracer(test_mode=True)
+    sc = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=TraceFlags(1),
+        trace_state=Loose([("vendor", "x")]),
+    )
+    before = t.stats()["tracestate_dropped"]
+    ctx = ot.set_span_in_context(NonRecordingSpan(sc))
+    carrier: dict[str, str] = {}
+    honeytrace.HoneyTracePropagator().inject(carrier, context=ctx)
+    assert carrier["traceparent"] == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert "tracestate" not in carrier
+    assert t.stats()["tracestate_dropped"] == before + 1
+    assert all(v.isascii() for v in carrier.values())

@@ -163,7 +163,13 @@ pub fn inject_into(
         carrier::write(carrier, "traceparent", &traceparent::format(sc));
         let state = sc.trace_state().header();
         if !state.is_empty() {
-            carrier::write(carrier, "tracestate", &state);
+            // Checked again going out: a span context from another SDK may carry a
+            // tracestate that never went through our extraction.
+            if traceparent::valid_state_header(&state) {
+                carrier::write(carrier, "tracestate", &state);
+            } else {
+                count(&STATS.tracestate_dropped, 1);
+            }
         }
     }
     if !with_baggage {

@@ -91,6 +91,13 @@ fn valid_state_value(v: &str) -> bool {
             .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
 }
 
+/// Whether `header` is a `tracestate` value honeytrace may send: what `parse_state`
+/// keeps, unchanged.
+pub fn valid_state_header(header: &str) -> bool {
+    let (ts, dropped) = parse_state(&[header.to_string()]);
+    !dropped && ts.header() == header
+}
+
 /// `tracestate` from one or more header values (joined in order, empty members and the
 /// spaces and tabs around members ignored). A list that is invalid anywhere (a member
 /// without `=`, a key or value outside the grammar, more than 32 members) is discarded
@@ -227,6 +234,9 @@ mod tests {
         }
         let (_, dropped) = one(&format!("{}=1", "z".repeat(257)));
         assert!(dropped);
+        assert!(valid_state_header("a=1,b=2"));
+        assert!(!valid_state_header("a=caf\u{e9}"));
+        assert!(!valid_state_header("a=1\r\nx: y"));
     }
 
     #[test]
