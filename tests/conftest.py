@@ -183,6 +183,20 @@ def messages(records: list[list[Any]], level: int) -> list[str]:
     return [m for lvl, m in records if lvl == level]
 
 
+def assert_accounted(st: dict[str, Any]) -> None:
+    """The accounting identity of docs/tracer.md: every span a tracer ended is in
+    exactly one outcome counter, or still queued."""
+    assert st["ended"] == (
+        st["exported"]
+        + st["failed"]
+        + st["dropped"]
+        + st["spooled"]
+        + st["filtered"]
+        + st["sampled_out"]
+        + st["queued"]
+    ), st
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now: for a server a test
     starts, or for an endpoint whose connections must be refused at once."""

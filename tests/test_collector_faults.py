@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import free_port
+from conftest import assert_accounted, free_port
 from honeytrace import HoneyHiveTracer
 from otlp_receiver import Receiver, Reply
 
@@ -20,15 +20,7 @@ SPANS = 40
 
 def identity(st: dict[str, Any]) -> None:
     assert st["started"] == st["ended"] == SPANS, st
-    assert st["ended"] == (
-        st["exported"]
-        + st["failed"]
-        + st["dropped"]
-        + st["spooled"]
-        + st["queued"]
-        + st["filtered"]
-        + st["sampled_out"]
-    ), st
+    assert_accounted(st)
 
 
 def end_spans(t: HoneyHiveTracer) -> None:
@@ -134,15 +126,7 @@ def test_spans_of_an_unsampled_trace_count_as_sampled_out(make_tracer: Make) -> 
         st = t.stats()
         names = [s["name"] for s in receiver.spans()]
     assert (st["started"], st["ended"], st["sampled_out"], st["exported"]) == (3, 3, 2, 1), st
-    assert st["ended"] == (
-        st["exported"]
-        + st["failed"]
-        + st["dropped"]
-        + st["spooled"]
-        + st["filtered"]
-        + st["sampled_out"]
-        + st["queued"]
-    ), st
+    assert_accounted(st)
     assert names == ["sampled"]
 
 

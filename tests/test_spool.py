@@ -13,24 +13,14 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import free_port, run_reporting
+from conftest import assert_accounted, free_port, run_reporting
 from honeytrace import HoneyHiveTracer
 from otlp_receiver import Receiver, Reply
 
 Make = Callable[..., HoneyHiveTracer]
 
 
-def identity(st: dict[str, Any]) -> None:
-    """Every span ended is exported, failed, dropped, spooled, filtered or queued."""
-    assert st["ended"] == (
-        st["exported"]
-        + st["failed"]
-        + st["dropped"]
-        + st["spooled"]
-        + st["filtered"]
-        + st["sampled_out"]
-        + st["queued"]
-    ), st
+identity = assert_accounted
 
 
 def spooled_files(root: Path) -> list[Path]:
