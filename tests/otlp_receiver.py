@@ -77,6 +77,7 @@ def flatten(req: ExportTraceServiceRequest) -> list[dict[str, Any]]:
                         "parent_span_id": s.parent_span_id.hex() or None,
                         "kind": s.kind,
                         "flags": s.flags,
+                        "trace_state": s.trace_state,
                         "start": s.start_time_unix_nano,
                         "end": s.end_time_unix_nano,
                         "attributes": {kv.key: any_value(kv.value) for kv in s.attributes},

@@ -22,6 +22,7 @@ from honeytrace import (
 from honeytrace import (
     trace as ht_trace,
 )
+from otlp_receiver import Receiver
 
 Make = Callable[..., HoneyHiveTracer]
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -542,3 +543,29 @@ def test_a_foreign_tracestate_that_is_not_a_valid_header_is_not_sent(make_tracer
     assert "tracestate" not in carrier
     assert t.stats()["tracestate_dropped"] == before + 1
     assert all(v.isascii() for v in carrier.values())
+
+
+def test_tracestate_keys_opentelemetry_refuses_are_carried(
+    receiver: Receiver, make_tracer: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keys valid in the current tracestate grammar that OpenTelemetry's TraceState
+    refuses (it checks the previous one) are continued, sent on and exported; the
+    Python SpanContext leaves out those Python's refuses, without a warning."""
+    t = make_tracer(otlp_endpoint=receiver.url)
+    long_key = "t" * 241 + "@" + "v" * 14
+    state = f"foo@@bar=1,{long_key}=2,ok=3,0*0=4"
+    incoming = {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "tracestate": state,
+    }
+    with with_distributed_trace_context(incoming, t):
+        with t.start_as_current_span("work") as span:
+            out = t.inject({})
+            py_state = span.get_span_context().trace_state
+    assert out["tracestate"] == state
+    # Python's TraceState takes the 14-character vendor (Rust's stops at 13).
+    assert dict(py_state) == {long_key: "2", "ok": "3"}
+    assert not [r for r in caplog.records if "Invalid key/value" in r.getMessage()]
+    t.flush()
+    (exported,) = receiver.wait_for_spans(1)
+    assert exported["trace_state"] == state

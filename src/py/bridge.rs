@@ -6,6 +6,7 @@
 //! `honeytrace/_compat.py` and handed over once (`_install_bridge`).
 
 use crate::engine::diag::{self, COUNTERS};
+use crate::engine::propagation::{policy, traceparent};
 use crate::py::boundary::Section;
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use pyo3::exceptions::PyRuntimeError;
@@ -15,7 +16,6 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::PyTraverseError;
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::PoisonError;
 
@@ -355,14 +355,15 @@ impl Bridge {
             0 => self.flags_default.bind(py).clone(),
             other => self.trace_flags_type.bind(py).call1((other,))?,
         };
-        let header = sc.trace_state().header();
-        let state = if header.is_empty() {
+        let state = if sc.trace_state() == &TraceState::NONE {
             self.empty_trace_state.bind(py).clone()
         } else {
+            // Keys Python's TraceState refuses (the current grammar allows more) are
+            // left out here only; they are still sent on (see `traceparent`).
             let pairs = PyList::empty(py);
-            for item in header.split(',') {
-                if let Some((k, v)) = item.split_once('=') {
-                    pairs.append(PyTuple::new(py, [k, v])?)?;
+            for (k, v) in traceparent::state_pairs(sc.trace_state()) {
+                if traceparent::python_accepts_key(&k) {
+                    pairs.append(PyTuple::new(py, [k.as_ref(), v])?)?;
                 }
             }
             self.trace_state_type.bind(py).call1((pairs,))?
@@ -399,7 +400,14 @@ pub fn from_py_span_context(sc: &Bound<'_, PyAny>) -> Option<SpanContext> {
         .filter(|s| s.len().is_ok_and(|n| n > 0))
         .and_then(|s| s.call_method0(intern!(py, "to_header")).ok())
         .and_then(|h| h.extract::<String>().ok())
-        .and_then(|h| TraceState::from_str(&h).ok())
+        .map(|h| {
+            // Another SDK's tracestate may not be valid: left out, counted.
+            let (state, dropped) = traceparent::parse_state(&[h]);
+            if dropped {
+                policy::count(&policy::STATS.tracestate_dropped, 1);
+            }
+            state
+        })
         .unwrap_or_default();
     Some(SpanContext::new(
         TraceId::from(trace_id),

@@ -161,7 +161,7 @@ pub fn inject_into(
     let parent = parent_of(b, &ctx);
     if let Some(sc) = parent.span_context() {
         carrier::write(carrier, "traceparent", &traceparent::format(sc));
-        let state = sc.trace_state().header();
+        let state = traceparent::state_header(sc.trace_state());
         if !state.is_empty() {
             // Checked again going out: a span context from another SDK may carry a
             // tracestate that never went through our extraction.

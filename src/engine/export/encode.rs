@@ -7,6 +7,7 @@
 //! intermediate objects. A test checks that prost decodes it to exactly what the
 //! opentelemetry-proto transform produces.
 
+use crate::engine::propagation::traceparent;
 use opentelemetry::trace::{SpanId, SpanKind, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
@@ -255,7 +256,7 @@ fn event_len(e: &opentelemetry::trace::Event) -> usize {
 fn link_len(l: &opentelemetry::trace::Link) -> usize {
     ld(1, 16)
         + ld(2, 8)
-        + str_len(3, &l.span_context.trace_state().header())
+        + str_len(3, &traceparent::state_header(l.span_context.trace_state()))
         + attrs_len(4, &l.attributes)
         + u32_len(5, l.dropped_attributes_count)
         + 5
@@ -294,7 +295,11 @@ fn put_span(buf: &mut Vec<u8>, s: &SpanData, len: usize, trace_state: &str) {
         put_varint(buf, link_len(l) as u64);
         put_ld(buf, 1, &l.span_context.trace_id().to_bytes());
         put_ld(buf, 2, &l.span_context.span_id().to_bytes());
-        put_str(buf, 3, &l.span_context.trace_state().header());
+        put_str(
+            buf,
+            3,
+            &traceparent::state_header(l.span_context.trace_state()),
+        );
         put_attrs(buf, 4, &l.attributes);
         put_u32(buf, 5, l.dropped_attributes_count);
         put_tag(buf, 6, FIXED32);
@@ -366,7 +371,7 @@ pub fn request(spans: &[SpanData], resource: &[KeyValue], buf: &mut Vec<u8>) {
     }
     let states: Vec<String> = spans
         .iter()
-        .map(|s| s.span_context.trace_state().header())
+        .map(|s| traceparent::state_header(s.span_context.trace_state()))
         .collect();
     let span_lens: Vec<usize> = spans
         .iter()

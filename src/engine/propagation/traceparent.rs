@@ -95,7 +95,144 @@ fn valid_state_value(v: &str) -> bool {
 /// keeps, unchanged.
 pub fn valid_state_header(header: &str) -> bool {
     let (ts, dropped) = parse_state(&[header.to_string()]);
-    !dropped && ts.header() == header
+    !dropped && state_header(&ts) == header
+}
+
+// ---------------------------------------------------------------------------------
+// Keys OpenTelemetry's TraceState refuses.
+//
+// OpenTelemetry's `TraceState` (Rust and Python) checks keys against the grammar of
+// Trace Context Level 1: at most one `@`, and at most 14 characters after it. The
+// current grammar allows any number of `@` anywhere after the first character. Such
+// a key is kept in `STATE_KEYS`, and the `TraceState` holds `0*<index>` in its place
+// (a key OpenTelemetry accepts); every reader of a tracestate that leaves
+// honeytrace (`state_header`, `state_pairs`) puts the real key back. Values travel
+// in the `TraceState` itself. Keys are vendor names, few per deployment, so the
+// table is small and kept for the life of the process; it is bounded, and a list
+// with a new such key once the table is full is discarded (counted, like any other
+// list honeytrace cannot carry). An incoming key that itself starts with `0*` goes
+// through the table too, so a `0*` key in a `TraceState` is always one of ours.
+
+const REF_PREFIX: &str = "0*";
+const MAX_STATE_KEYS: usize = 1024;
+
+struct StateKeys {
+    index: std::collections::HashMap<Box<str>, usize>,
+    keys: Vec<std::sync::Arc<str>>,
+}
+
+static STATE_KEYS: std::sync::Mutex<Option<StateKeys>> = std::sync::Mutex::new(None);
+
+/// Whether OpenTelemetry's Rust `TraceState` accepts `key` (its rules, restated).
+fn otel_accepts_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    if b.is_empty() || b.len() > 256 || !(b[0].is_ascii_lowercase() || b[0].is_ascii_digit()) {
+        return false;
+    }
+    match b.iter().position(|&c| c == b'@') {
+        None => true,
+        Some(at) => {
+            let vendor = &b[at + 1..];
+            vendor.len() <= 13
+                && !vendor.contains(&b'@')
+                && vendor
+                    .first()
+                    .is_none_or(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        }
+    }
+}
+
+/// Whether OpenTelemetry's Python `TraceState` accepts `key` (its two patterns: a
+/// simple key starting with a letter, or `tenant@system` with a system of at most 14
+/// characters starting with a letter). Keys it refuses are left out of the Python
+/// `SpanContext` (it would log a warning for each), never out of what is sent on.
+pub fn python_accepts_key(key: &str) -> bool {
+    let tail = |s: &[u8]| {
+        s.iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*' | b'/')
+        })
+    };
+    let b = key.as_bytes();
+    match b.iter().position(|&c| c == b'@') {
+        None => !b.is_empty() && b.len() <= 256 && b[0].is_ascii_lowercase() && tail(&b[1..]),
+        Some(at) => {
+            let (tenant, system) = (&b[..at], &b[at + 1..]);
+            !tenant.is_empty()
+                && tenant.len() <= 241
+                && (tenant[0].is_ascii_lowercase() || tenant[0].is_ascii_digit())
+                && tail(&tenant[1..])
+                && !system.is_empty()
+                && system.len() <= 14
+                && system[0].is_ascii_lowercase()
+                && tail(&system[1..])
+        }
+    }
+}
+
+/// The key to store in a `TraceState` for a valid `key`: itself, or its table
+/// reference; None when the table is full.
+fn stored_key(key: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if otel_accepts_key(key) && !key.starts_with(REF_PREFIX) {
+        return Some(std::borrow::Cow::Borrowed(key));
+    }
+    let mut guard = STATE_KEYS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let table = guard.get_or_insert_with(|| StateKeys {
+        index: std::collections::HashMap::new(),
+        keys: Vec::new(),
+    });
+    let i = match table.index.get(key) {
+        Some(&i) => i,
+        None => {
+            if table.keys.len() >= MAX_STATE_KEYS {
+                return None;
+            }
+            table.keys.push(key.into());
+            table.index.insert(key.into(), table.keys.len() - 1);
+            table.keys.len() - 1
+        }
+    };
+    Some(std::borrow::Cow::Owned(format!("{REF_PREFIX}{i}")))
+}
+
+/// The real key for a key stored in a `TraceState`.
+fn real_key(stored: &str) -> std::borrow::Cow<'_, str> {
+    let Some(i) = stored
+        .strip_prefix(REF_PREFIX)
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return std::borrow::Cow::Borrowed(stored);
+    };
+    let guard = STATE_KEYS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match guard.as_ref().and_then(|t| t.keys.get(i)) {
+        Some(k) => std::borrow::Cow::Owned(k.to_string()),
+        None => std::borrow::Cow::Borrowed(stored),
+    }
+}
+
+/// The members of a `TraceState` with their real keys.
+pub fn state_pairs(ts: &TraceState) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, &str)> {
+    ts.into_iter().map(|(k, v)| (real_key(k), v))
+}
+
+/// The `tracestate` header value of a `TraceState`, with the real keys.
+pub fn state_header(ts: &TraceState) -> String {
+    if !ts.into_iter().any(|(k, _)| k.starts_with(REF_PREFIX)) {
+        return ts.header();
+    }
+    let mut out = String::new();
+    for (k, v) in state_pairs(ts) {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
 }
 
 /// `tracestate` from one or more header values (joined in order, empty members and the
@@ -116,7 +253,7 @@ pub fn parse_state(values: &[String]) -> (TraceState, bool) {
     if members.len() > MAX_TRACESTATE_MEMBERS {
         return (TraceState::default(), true);
     }
-    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(members.len());
+    let mut pairs: Vec<(std::borrow::Cow<'_, str>, &str)> = Vec::with_capacity(members.len());
     for m in members {
         let Some((k, v)) = m.split_once('=') else {
             return (TraceState::default(), true);
@@ -124,12 +261,15 @@ pub fn parse_state(values: &[String]) -> (TraceState, bool) {
         if !valid_state_key(k) || !valid_state_value(v) {
             return (TraceState::default(), true);
         }
-        if !pairs.iter().any(|(seen, _)| *seen == k) {
-            pairs.push((k, v));
+        // The stored key is unique per real key, so comparing stored keys finds
+        // repeated real keys.
+        let Some(stored) = stored_key(k) else {
+            return (TraceState::default(), true);
+        };
+        if !pairs.iter().any(|(seen, _)| *seen == stored) {
+            pairs.push((stored, v));
         }
     }
-    // OpenTelemetry's TraceState checks keys against the older grammar (a vendor after
-    // `@` of at most 13 characters, one `@`): a list it refuses cannot be carried.
     match TraceState::from_key_value(pairs) {
         Ok(ts) => (ts, false),
         Err(_) => (TraceState::default(), true),
@@ -234,9 +374,44 @@ mod tests {
         }
         let (_, dropped) = one(&format!("{}=1", "z".repeat(257)));
         assert!(dropped);
+        // Keys OpenTelemetry's TraceState refuses are carried and sent on unchanged.
+        for ok in [
+            "foo@@bar=1,bar=2",
+            "foo@bar@baz=1,bar=2",
+            "0*0=x,0*1=y",
+            "a=1,0*x=2",
+        ] {
+            let (ts, dropped) = one(ok);
+            assert!(!dropped, "{ok:?}");
+            assert_eq!(state_header(&ts), ok);
+            assert!(valid_state_header(ok), "{ok:?}");
+        }
+        let long = format!("{}@{}=1", "t".repeat(241), "v".repeat(14));
+        assert_eq!(state_header(&one(&long).0), long);
+        let (ts, _) = one("foo@@bar=1,foo@@bar=2,b=3");
+        assert_eq!(state_header(&ts), "foo@@bar=1,b=3");
+        let keys: Vec<String> = state_pairs(&ts).map(|(k, _)| k.into_owned()).collect();
+        assert_eq!(keys, ["foo@@bar", "b"]);
         assert!(valid_state_header("a=1,b=2"));
         assert!(!valid_state_header("a=caf\u{e9}"));
         assert!(!valid_state_header("a=1\r\nx: y"));
+    }
+
+    #[test]
+    fn python_key_grammar() {
+        for ok in ["a", "a-b*c/d_e", "1tenant@sys", "t@s2345678901234"] {
+            assert!(python_accepts_key(ok), "{ok:?}");
+        }
+        for bad in [
+            "1abc",
+            "foo@@bar",
+            "foo@",
+            "t@1sys",
+            "t@s23456789012345",
+            "0*1",
+        ] {
+            assert!(!python_accepts_key(bad), "{bad:?}");
+        }
     }
 
     #[test]
