@@ -182,16 +182,15 @@ fn stored_key(key: &str) -> Option<std::borrow::Cow<'_, str>> {
         index: std::collections::HashMap::new(),
         keys: Vec::new(),
     });
-    let i = match table.index.get(key) {
-        Some(&i) => i,
-        None => {
-            if table.keys.len() >= MAX_STATE_KEYS {
-                return None;
-            }
-            table.keys.push(key.into());
-            table.index.insert(key.into(), table.keys.len() - 1);
-            table.keys.len() - 1
+    let i = if let Some(&i) = table.index.get(key) {
+        i
+    } else {
+        if table.keys.len() >= MAX_STATE_KEYS {
+            return None;
         }
+        table.keys.push(key.into());
+        table.index.insert(key.into(), table.keys.len() - 1);
+        table.keys.len() - 1
     };
     Some(std::borrow::Cow::Owned(format!("{REF_PREFIX}{i}")))
 }
