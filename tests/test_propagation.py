@@ -569,3 +569,58 @@ def test_tracestate_keys_opentelemetry_refuses_are_carried(
     t.flush()
     (exported,) = receiver.wait_for_spans(1)
     assert exported["trace_state"] == state
+
+
+# -- W3C Baggage: the spec's examples, percent-decoding, properties ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "values", "sent"),
+    [
+        (
+            "key1=value1;property1;property2, key2 = value2, key3=value3; propertyKey=propertyValue",
+            {"key1": "value1", "key2": "value2", "key3": "value3"},
+            "key1=value1;property1;property2,key2=value2,key3=value3;propertyKey=propertyValue",
+        ),
+        (
+            "userId=alice,serverNode=DF%2028,isProduction=false",
+            {"userId": "alice", "serverNode": "DF 28", "isProduction": "false"},
+            "userId=alice,serverNode=DF%2028,isProduction=false",
+        ),
+        (
+            "userId=Am%C3%A9lie,serverNode=DF%2028,isProduction=false",
+            {"userId": "Am\u00e9lie", "serverNode": "DF 28", "isProduction": "false"},
+            "userId=Am%C3%A9lie,serverNode=DF%2028,isProduction=false",
+        ),
+        # Not UTF-8: U+FFFD (sent on percent-encoded). A bare % is kept.
+        ("k=%FFx,pct=100%", {"k": "\ufffdx", "pct": "100%"}, "k=%EF%BF%BDx,pct=100%25"),
+    ],
+)
+def test_w3c_baggage_spec_examples(make_tracer: Make, header: str, values: dict[str, str], sent: str) -> None:
+    t = make_tracer(test_mode=True, project="p", source="s")
+    before = t.stats()["baggage_dropped"]
+    with with_distributed_trace_context({"traceparent": TP, "baggage": header}, t):
+        assert dict(baggage.get_all()) == values
+        out = t.inject({})
+    own = f"session_id={t.session_id},project=p,source=s"
+    assert out["baggage"] == f"{own},{sent}"
+    assert t.stats()["baggage_dropped"] == before
+
+
+def test_baggage_properties_go_on_with_the_value_that_came_in(make_tracer: Make) -> None:
+    t = make_tracer(test_mode=True, project="p", source="s")
+    before = t.stats()["baggage_dropped"]
+    incoming = {"baggage": "a=1;ttl=30,b=2;flag;bad key=x"}
+    with with_distributed_trace_context(incoming, t):
+        out = t.inject({})
+        members = out["baggage"].split(",")
+        assert "a=1;ttl=30" in members and "b=2;flag" in members
+        # A value changed by the app: its properties described the old one.
+        token = context.attach(baggage.set_baggage("a", "changed"))
+        try:
+            members = t.inject({})["baggage"].split(",")
+        finally:
+            context.detach(token)
+        assert "a=changed" in members and "b=2;flag" in members
+    # The property outside the grammar was dropped, counted.
+    assert t.stats()["baggage_dropped"] == before + 1

@@ -114,3 +114,27 @@ pub fn restart_link(ctx: &Bound<'_, PyAny>) -> Option<SpanContext> {
     let s = v.cast::<PySpan>().ok()?;
     Some(s.get().sc.clone())
 }
+
+/// The key under which a Context keeps the `;properties` of incoming foreign baggage
+/// members: a dict `{key: (value, properties)}`. OpenTelemetry's baggage has no place
+/// for them; inject sends them on with a member whose value is still the one that
+/// came in.
+pub const BAGGAGE_PROPS_KEY: &str = "honeytrace.baggage_properties";
+
+static BAGGAGE_PROPS_KEY_OBJ: pyo3::sync::PyOnceLock<Py<PyString>> = pyo3::sync::PyOnceLock::new();
+
+pub fn baggage_props_key(py: Python<'_>) -> &Bound<'_, PyString> {
+    BAGGAGE_PROPS_KEY_OBJ
+        .get_or_init(py, || PyString::intern(py, BAGGAGE_PROPS_KEY).unbind())
+        .bind(py)
+}
+
+/// The baggage properties a Context keeps (see `BAGGAGE_PROPS_KEY`).
+pub fn baggage_props<'py>(ctx: &Bound<'py, PyAny>) -> Option<Bound<'py, PyDict>> {
+    let d = ctx.cast::<PyDict>().ok()?;
+    d.get_item(baggage_props_key(ctx.py()))
+        .ok()
+        .flatten()?
+        .cast_into::<PyDict>()
+        .ok()
+}

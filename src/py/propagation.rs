@@ -17,7 +17,7 @@ use crate::py::bridge::{bridge, Ready};
 use crate::py::carrier;
 use crate::py::convert::dict_items;
 use crate::py::handle::{default_handle, Handle};
-use crate::py::parent::{baggage_of, link_key, parent_of};
+use crate::py::parent::{baggage_of, baggage_props, baggage_props_key, link_key, parent_of};
 use crate::py::pystr;
 use crate::py::span::PySpan;
 use crate::py::tracer::handle_of;
@@ -118,6 +118,25 @@ pub fn extract_context<'py>(
             bag.set_item(pyo3::intern!(py, "session_id"), sid)?;
         }
         d.set_item(b.baggage_key.bind(py), &bag)?;
+        // Properties of foreign members, kept to be sent on with them.
+        let base_props = baggage_props(&base);
+        if base_props.is_some() || !inc.props.is_empty() {
+            let props = match base_props {
+                Some(p) => p.copy()?,
+                None => PyDict::new(py),
+            };
+            for (k, _) in &inc.baggage {
+                if props.contains(*k)? {
+                    props.del_item(*k)?;
+                }
+            }
+            for (k, p) in &inc.props {
+                if let Some((_, v)) = inc.baggage.iter().find(|(bk, _)| bk == k) {
+                    props.set_item(*k, (v.as_ref(), p.as_ref()))?;
+                }
+            }
+            d.set_item(baggage_props_key(py), props)?;
+        }
     }
     if let Some(parent) = inc.parent {
         match policy.trust {
@@ -178,9 +197,19 @@ pub fn inject_into(
     let handle = parent.tracer(explicit);
     let mut entries: Vec<(String, String, String)> = Vec::new();
     if let Some(bag) = baggage_of(b, &ctx) {
+        let props = baggage_props(&ctx);
         for (k, v) in dict_items(&bag) {
-            if let (Some(k), Some(v)) = (pystr::str_of(&k), pystr::str_of(&v)) {
-                entries.push((k, v, String::new()));
+            if let (Some(ks), Some(vs)) = (pystr::str_of(&k), pystr::str_of(&v)) {
+                // An incoming member's properties go on with it while its value is
+                // the one that came in.
+                let p = props
+                    .as_ref()
+                    .and_then(|p| p.get_item(&k).ok().flatten())
+                    .and_then(|t| t.extract::<(String, String)>().ok())
+                    .filter(|(v0, _)| *v0 == vs)
+                    .map(|(_, p)| p)
+                    .unwrap_or_default();
+                entries.push((ks, vs, p));
             }
         }
     }

@@ -10,7 +10,6 @@ use super::settings::{self, Kind, Setting, DEFAULT_FILE, DEFAULT_SERVER_URL, IGN
 use super::value::RawValue;
 use crate::engine::ids;
 use crate::engine::propagation::baggage::{self, is_token, printable};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -315,7 +314,7 @@ fn traces_endpoint(url: &str, what: &str, always_append: bool) -> CResult<String
 }
 
 fn percent_decode(s: &str) -> String {
-    baggage::percent_decode(s, false).map_or_else(|| s.to_string(), Cow::into_owned)
+    baggage::percent_decode(s).into_owned()
 }
 
 /// `k1=v1,k2=v2` as used by `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_RESOURCE_ATTRIBUTES`.

@@ -3,8 +3,11 @@
 //! Accepted: up to 64 members and 8192 bytes (the W3C minimums, and the limits of the
 //! OpenTelemetry Rust SDK). Beyond those, members are dropped one by one and counted,
 //! instead of losing the whole header; a huge header is never parsed past the limit.
-//! Members with an invalid key, a missing `=` or a value that does not decode to UTF-8
-//! are dropped and counted; `;properties` are tolerated and ignored.
+//! Members with an invalid key or a missing `=` are dropped and counted. Values are
+//! percent-decoded as the W3C Baggage spec says: an escape that does not decode to
+//! UTF-8 becomes U+FFFD, and a `%` without two hex digits is kept as it is.
+//! `;properties` are kept (normalized: `key` or `key=value`, no spaces) and sent on;
+//! a property outside the grammar is dropped and counted.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -13,17 +16,19 @@ pub const MAX_MEMBERS: usize = 64;
 pub const MAX_BYTES: usize = 8192;
 
 /// One baggage member, borrowed from the header: key, decoded value (copied only when
-/// it had percent-escapes), and its raw `;properties` (may be empty).
+/// it had percent-escapes), and its `;properties` (copied only when normalizing
+/// changed them; may be empty).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member<'a> {
     pub key: &'a str,
     pub value: Cow<'a, str>,
-    pub props: &'a str,
+    pub props: Cow<'a, str>,
 }
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Parsed<'a> {
     pub entries: Vec<Member<'a>>,
+    /// Members dropped (malformed or over a limit) plus properties dropped.
     pub dropped: usize,
 }
 
@@ -32,7 +37,7 @@ impl Member<'_> {
     pub fn prop(&self, name: &str) -> Option<&str> {
         self.props.split(';').find_map(|p| {
             let (k, v) = p.split_once('=')?;
-            (k.trim() == name).then(|| v.trim())
+            (k == name).then_some(v)
         })
     }
 }
@@ -64,13 +69,14 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
-/// Percent-decode `s` (copied only when it has a `%`). `strict` (W3C baggage): a `%`
-/// not followed by two hex digits, or bytes that are not UTF-8, give None. Otherwise
-/// (`OTEL_*` key=value lists) such a `%` is kept as it is and bad UTF-8 replaced.
-pub fn percent_decode(s: &str, strict: bool) -> Option<Cow<'_, str>> {
+/// Percent-decode `s` (copied only when it has a `%`), as the W3C Baggage spec says:
+/// bytes that are not UTF-8 become U+FFFD, and a `%` not followed by two hex digits is
+/// kept as it is (as OpenTelemetry's Python propagator does). Also used for the
+/// `OTEL_*` key=value lists.
+pub fn percent_decode(s: &str) -> Cow<'_, str> {
     let b = s.as_bytes();
     if !b.contains(&b'%') {
-        return Some(Cow::Borrowed(s));
+        return Cow::Borrowed(s);
     }
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -84,19 +90,13 @@ pub fn percent_decode(s: &str, strict: bool) -> Option<Cow<'_, str>> {
                 i += 3;
                 continue;
             }
-            if strict {
-                return None;
-            }
         }
         out.push(b[i]);
         i += 1;
     }
     match String::from_utf8(out) {
-        Ok(text) => Some(Cow::Owned(text)),
-        Err(_) if strict => None,
-        Err(e) => Some(Cow::Owned(
-            String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        )),
+        Ok(text) => Cow::Owned(text),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
     }
 }
 
@@ -124,6 +124,60 @@ fn split_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
     Some((&s[..i], &s[i + 1..]))
 }
 
+fn ows(s: &str) -> &str {
+    s.trim_matches(|c| c == ' ' || c == '\t')
+}
+
+/// Properties (the text after a member's first `;`) in normal form: each `key` or
+/// `key=value` (a token key, a value of baggage-octets), spaces around them removed,
+/// joined by `;`. Borrowed when already normal. Returns how many were dropped.
+fn normalize_props(raw: &str) -> (Cow<'_, str>, usize) {
+    let mut normal = true;
+    let mut dropped = 0;
+    let mut kept: Vec<(&str, Option<&str>)> = Vec::new();
+    for p in raw.split(';') {
+        let t = ows(p);
+        if t.len() != p.len() {
+            normal = false;
+        }
+        if t.is_empty() {
+            normal = false;
+            continue;
+        }
+        let (k, v) = match split_byte(t, b'=') {
+            Some((k, v)) => {
+                let (k2, v2) = (ows(k), ows(v));
+                if k2.len() != k.len() || v2.len() != v.len() {
+                    normal = false;
+                }
+                (k2, Some(v2))
+            }
+            None => (t, None),
+        };
+        if is_token(k) && v.is_none_or(|v| v.bytes().all(is_baggage_octet)) {
+            kept.push((k, v));
+        } else {
+            normal = false;
+            dropped += 1;
+        }
+    }
+    if normal {
+        return (Cow::Borrowed(raw), 0);
+    }
+    let mut out = String::new();
+    for (k, v) in kept {
+        if !out.is_empty() {
+            out.push(';');
+        }
+        out.push_str(k);
+        if let Some(v) = v {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    (Cow::Owned(out), dropped)
+}
+
 /// Parse one or more `baggage` header values (combined as one list).
 pub fn parse(values: &[String]) -> Parsed<'_> {
     let mut out = Parsed::default();
@@ -133,7 +187,7 @@ pub fn parse(values: &[String]) -> Parsed<'_> {
         while !rest.is_empty() {
             let (member, tail) = split_byte(rest, b',').unwrap_or((rest, ""));
             rest = tail;
-            let member = member.trim_matches(|c| c == ' ' || c == '\t');
+            let member = ows(member);
             if member.is_empty() {
                 continue;
             }
@@ -146,25 +200,28 @@ pub fn parse(values: &[String]) -> Parsed<'_> {
                 break 'values;
             }
             budget -= member.len();
-            let (kv, props) = split_byte(member, b';').unwrap_or((member, ""));
+            let (kv, props) = match split_byte(member, b';') {
+                Some((kv, props)) => {
+                    let (props, n) = normalize_props(props);
+                    out.dropped += n;
+                    (kv, props)
+                }
+                None => (member, Cow::Borrowed("")),
+            };
             let Some((k, v)) = split_byte(kv, b'=') else {
                 out.dropped += 1;
                 continue;
             };
-            let k = k.trim_matches(|c| c == ' ' || c == '\t');
-            let v = v.trim_matches(|c| c == ' ' || c == '\t');
+            let k = ows(k);
             if !is_token(k) {
                 out.dropped += 1;
                 continue;
             }
-            match percent_decode(v, true) {
-                Some(v) => out.entries.push(Member {
-                    key: k,
-                    value: v,
-                    props: props.trim(),
-                }),
-                None => out.dropped += 1,
-            }
+            out.entries.push(Member {
+                key: k,
+                value: percent_decode(ows(v)),
+                props,
+            });
         }
     }
     out
@@ -232,14 +289,46 @@ mod tests {
     }
 
     #[test]
-    fn percent_decoding_strict_and_lenient() {
-        let d = |s, strict| percent_decode(s, strict).map(Cow::into_owned);
-        assert_eq!(d("a%20b%2c", true).as_deref(), Some("a b,"));
-        for bad in ["%ZZ", "%4", "%", "%+1", "%FF"] {
-            assert_eq!(d(bad, true), None, "{bad}");
-        }
-        assert_eq!(d("%ZZ%4%+1%41", false).as_deref(), Some("%ZZ%4%+1A"));
-        assert_eq!(d("%FFa", false).as_deref(), Some("\u{FFFD}a"));
+    fn percent_decoding_per_the_w3c_baggage_spec() {
+        let d = |s| percent_decode(s).into_owned();
+        assert_eq!(d("a%20b%2c"), "a b,");
+        assert_eq!(d("Am%C3%A9lie"), "Am\u{e9}lie");
+        // Not UTF-8: U+FFFD. A `%` without two hex digits: kept.
+        assert_eq!(d("%FFa"), "\u{FFFD}a");
+        assert_eq!(d("%ZZ%4%+1%41%"), "%ZZ%4%+1A%");
+    }
+
+    #[test]
+    fn the_w3c_baggage_spec_examples() {
+        // The examples of the W3C Baggage spec, section "Example".
+        let r = p(&["key1=value1;property1;property2, key2 = value2, key3=value3; propertyKey=propertyValue"]);
+        let got: Vec<(String, String, String)> = r
+            .entries
+            .iter()
+            .map(|m| (m.key.into(), m.value.to_string(), m.props.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("key1".into(), "value1".into(), "property1;property2".into()),
+                ("key2".into(), "value2".into(), String::new()),
+                (
+                    "key3".into(),
+                    "value3".into(),
+                    "propertyKey=propertyValue".into()
+                ),
+            ]
+        );
+        assert_eq!(r.entries[2].prop("propertyKey"), Some("propertyValue"));
+        let r = p(&["userId=alice,serverNode=DF%2028,isProduction=false"]);
+        assert_eq!(kv(&r)[1], ("serverNode".into(), "DF 28".into()));
+        let r = p(&["userId=Am%C3%A9lie,serverNode=DF%2028,isProduction=false"]);
+        assert_eq!(kv(&r)[0], ("userId".into(), "Am\u{e9}lie".into()));
+        assert_eq!(r.dropped, 0);
+        // A property outside the grammar is dropped and counted; the member stays.
+        let r = p(&["k=v;ok=1;bad key=2;x=caf\u{e9};flag"]);
+        assert_eq!(r.entries[0].props, "ok=1;flag");
+        assert_eq!(r.dropped, 2);
     }
 
     #[test]
@@ -253,9 +342,14 @@ mod tests {
         let r = p(&["good=1,novalue,bad key=2,k=%ZZ,k2=%FF%FE,=x,ok=2"]);
         assert_eq!(
             kv(&r),
-            vec![("good".into(), "1".into()), ("ok".into(), "2".into())]
+            vec![
+                ("good".into(), "1".into()),
+                ("k".into(), "%ZZ".into()),
+                ("k2".into(), "\u{FFFD}\u{FFFD}".into()),
+                ("ok".into(), "2".into())
+            ]
         );
-        assert_eq!(r.dropped, 5);
+        assert_eq!(r.dropped, 3);
     }
 
     #[test]

@@ -148,6 +148,9 @@ pub struct Incoming<'a> {
     /// Baggage entries after normalization and validation (canonical keys first),
     /// borrowed from the headers where nothing had to change.
     pub baggage: Vec<(&'a str, Cow<'a, str>)>,
+    /// The `;properties` of foreign members that had some (honeytrace's own members
+    /// carry only the signature, which is made again going out).
+    pub props: Vec<(&'a str, Cow<'a, str>)>,
 }
 
 /// Parse, normalize and validate what a carrier holds (pure Rust, no Python objects).
@@ -186,7 +189,7 @@ pub fn interpret<'a>(h: &'a Headers, policy: &Policy<'_>) -> Incoming<'a> {
         diag::warn_limited(
             "bad-baggage",
             &format!(
-                "dropped {} incoming baggage member(s): malformed or beyond the W3C limits (64 members, 8192 bytes)",
+                "dropped {} incoming baggage member(s) or properties: malformed or beyond the W3C limits (64 members, 8192 bytes)",
                 parsed.dropped
             ),
         );
@@ -195,6 +198,7 @@ pub fn interpret<'a>(h: &'a Headers, policy: &Policy<'_>) -> Incoming<'a> {
     // Canonical keys: the best-ranked alias wins; aliases are not kept.
     let mut best: [Option<(usize, Member<'a>)>; 3] = [None, None, None];
     let mut other: Vec<(&'a str, Cow<'a, str>)> = Vec::new();
+    let mut props: Vec<(&'a str, Cow<'a, str>)> = Vec::new();
     for m in parsed.entries {
         match canonical(m.key) {
             Some((canon, rank)) => {
@@ -203,7 +207,12 @@ pub fn interpret<'a>(h: &'a Headers, policy: &Policy<'_>) -> Incoming<'a> {
                     best[slot] = Some((rank, m));
                 }
             }
-            None => other.push((m.key, m.value)),
+            None => {
+                if !m.props.is_empty() {
+                    props.push((m.key, m.props));
+                }
+                other.push((m.key, m.value));
+            }
         }
     }
     let mut out: Vec<(&'a str, Cow<'a, str>)> = Vec::with_capacity(other.len() + 3);
@@ -262,6 +271,7 @@ pub fn interpret<'a>(h: &'a Headers, policy: &Policy<'_>) -> Incoming<'a> {
     Incoming {
         parent,
         baggage: out,
+        props,
     }
 }
 
