@@ -200,19 +200,16 @@ pub fn interpret<'a>(h: &'a Headers, policy: &Policy<'_>) -> Incoming<'a> {
     let mut other: Vec<(&'a str, Cow<'a, str>)> = Vec::new();
     let mut props: Vec<(&'a str, Cow<'a, str>)> = Vec::new();
     for m in parsed.entries {
-        match canonical(m.key) {
-            Some((canon, rank)) => {
-                let slot = ALIASES.iter().position(|(c, _)| *c == canon).unwrap_or(0);
-                if best[slot].as_ref().is_none_or(|(r, _)| rank <= *r) {
-                    best[slot] = Some((rank, m));
-                }
+        if let Some((canon, rank)) = canonical(m.key) {
+            let slot = ALIASES.iter().position(|(c, _)| *c == canon).unwrap_or(0);
+            if best[slot].as_ref().is_none_or(|(r, _)| rank <= *r) {
+                best[slot] = Some((rank, m));
             }
-            None => {
-                if !m.props.is_empty() {
-                    props.push((m.key, m.props));
-                }
-                other.push((m.key, m.value));
+        } else {
+            if !m.props.is_empty() {
+                props.push((m.key, m.props));
             }
+            other.push((m.key, m.value));
         }
     }
     let mut out: Vec<(&'a str, Cow<'a, str>)> = Vec::with_capacity(other.len() + 3);
