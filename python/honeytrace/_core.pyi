@@ -33,6 +33,7 @@ __all__ = [
     "TracerCore",
     "_Ready",
     "__version__",
+    "_extract_own",
     "_install_bridge",
     "_invalid_argument",
     "_logs_pending",
@@ -50,7 +51,7 @@ __all__ = [
     "routing_tracer",
     "set_redactor",
     "shutdown_all",
-    "sign_session",
+    "sign_context",
     "uuid4",
     "with_distributed_trace_context",
 ]
@@ -356,7 +357,14 @@ def inject(
     tracer: Any = None,
     baggage: Optional[bool] = None,
 ) -> Any: ...
-def sign_session(secret: str, session_id: str) -> str: ...
+def _extract_own(carrier: Any) -> Context: ...
+def sign_context(
+    secret: str,
+    session_id: str,
+    project: Optional[str] = None,
+    source: Optional[str] = None,
+    issued_at: Optional[int] = None,
+) -> str: ...
 def _install_bridge(
     var: Any,
     runtime: Any,

@@ -4,16 +4,17 @@ A worker process of a ``ProcessPoolExecutor`` or a ``multiprocessing.Pool`` does
 share the submitting thread's context: with the fork start method it keeps whatever
 context it had when it forked (the request that happened to create the pool), with
 spawn and forkserver it has none. ``carry_context(fn)`` wraps ``fn`` with the current
-trace and session (as W3C ``traceparent``/``baggage`` headers, signed when a baggage
-secret is configured); the wrapper pickles like ``fn`` (by reference) and, in the
-worker, runs ``fn`` inside ``with_distributed_trace_context``. ``instrument_processes()``
+trace and session (as W3C ``traceparent``/``baggage`` headers); the wrapper pickles
+like ``fn`` (by reference) and, in the worker, runs ``fn`` in the context those headers
+describe. ``instrument_processes()``
 (or ``HoneyHiveTracer.init(propagate_processes=True)``) does it for every task
 submitted: ``ProcessPoolExecutor.submit``/``map`` and ``Pool.apply``/``apply_async``/
 ``map``/``map_async``/``starmap``/``starmap_async``/``imap``/``imap_unordered``.
 
 The carrier comes from this process through the pool's own pipe, so the worker
-continues it whatever the tracer's trust policy for incoming requests is. A worker
-without a tracer runs ``fn`` unchanged.
+continues it whatever the tracer's trust policy for incoming requests is, and does not
+check a signature (a task may wait in the queue longer than ``baggage_max_age``). A
+worker without a tracer runs ``fn`` unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import pool as _mp_pool
 from typing import Any, Callable, Generic, TypeVar
+
+from opentelemetry import context as _context
 
 from . import _core, _registry
 
@@ -47,8 +50,11 @@ class ContextCarrier(Generic[T]):
     def __call__(self, *args: Any, **kwargs: Any) -> T:
         if not self.carrier or _registry.default() is None:
             return self.fn(*args, **kwargs)
-        with _core.with_distributed_trace_context(self.carrier, trust="continue"):
+        token = _context.attach(_core._extract_own(self.carrier))
+        try:
             return self.fn(*args, **kwargs)
+        finally:
+            _context.detach(token)
 
     def __repr__(self) -> str:
         return f"ContextCarrier({self.fn!r})"

@@ -70,7 +70,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decorator::_trace_spec, m)?)?;
     m.add_function(wrap_pyfunction!(propagation::extract, m)?)?;
     m.add_function(wrap_pyfunction!(propagation::inject, m)?)?;
-    m.add_function(wrap_pyfunction!(propagation::sign_session, m)?)?;
+    m.add_function(wrap_pyfunction!(propagation::sign_context, m)?)?;
+    m.add_function(wrap_pyfunction!(propagation::_extract_own, m)?)?;
     m.add_function(wrap_pyfunction!(bridge::_install_bridge, m)?)?;
     m.add_function(wrap_pyfunction!(otel::routing_tracer, m)?)?;
     m.add_function(wrap_pyfunction!(tracer::default_tracer_id, m)?)?;

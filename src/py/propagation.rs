@@ -10,7 +10,9 @@
 
 use crate::engine::config::Trust;
 use crate::engine::propagation::baggage;
-use crate::engine::propagation::policy::{count, interpret, sign, STATS};
+use crate::engine::propagation::policy::{
+    canonical_values, count, interpret, now_secs, sign, STATS,
+};
 use crate::engine::propagation::traceparent;
 use crate::py::boundary::{invalid_argument, Degrade};
 use crate::py::bridge::{bridge, Ready};
@@ -77,13 +79,19 @@ pub fn extract_context<'py>(
     handle: Option<&Arc<Handle>>,
     trust: Option<Trust>,
     session_id: Option<&str>,
+    own: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let b = bridge(py)?;
     let base = match base.filter(|c| !c.is_none()) {
         Some(c) => c.clone(),
         None => b.current(py)?,
     };
-    let policy = crate::engine::propagation::policy::Policy::of(handle.map(|h| &h.core.cfg), trust);
+    let mut policy =
+        crate::engine::propagation::policy::Policy::of(handle.map(|h| &h.core.cfg), trust);
+    if own {
+        // Headers from this program's own process (a pool task): nothing to verify.
+        policy.secret = None;
+    }
     if policy.trust == Trust::Ignore {
         count(&STATS.contexts_ignored, 1);
         return Ok(base);
@@ -228,8 +236,13 @@ pub fn inject_into(
             }
         }
         if let Some(secret) = &cfg.baggage_secret {
+            // One signature over the session, project and source as the receiver will
+            // resolve them, and the time.
+            let [session, project, source] =
+                canonical_values(entries.iter().map(|(k, v, _)| (k.as_str(), v.as_str())));
+            let sig = sign(secret.expose(), now_secs(), session, project, source);
             for e in entries.iter_mut().filter(|e| e.0 == "session_id") {
-                e.2 = format!("sig={}", sign(secret.expose(), &e.1));
+                e.2 = format!("sig={sig}");
             }
         }
     }
@@ -273,7 +286,15 @@ pub fn extract(
     let trust = lenient_trust(trust);
     let handle = handle_of(tracer).or_else(default_handle);
     let sid = text_arg(session_id);
-    match extract_context(py, carrier, context, handle.as_ref(), trust, sid.as_deref()) {
+    match extract_context(
+        py,
+        carrier,
+        context,
+        handle.as_ref(),
+        trust,
+        sid.as_deref(),
+        false,
+    ) {
         Ok(c) => Ok(c.unbind()),
         Err(e) => {
             crate::engine::diag::warn_limited(
@@ -281,6 +302,34 @@ pub fn extract(
                 &format!("could not read the incoming context: {e}"),
             );
             current_or(py, context)
+        }
+    }
+}
+
+/// The Context of headers that this program's own process wrote (a process-pool
+/// task's, see `_processes.py`): continued as they are, signatures not checked (they
+/// crossed only the pool's pipe, and a task may wait in the queue longer than
+/// `baggage_max_age`). Private.
+#[honeytrace_macros::function]
+#[fallback(Python::attach(|py| current_or(py, None)))]
+pub fn _extract_own(py: Python<'_>, carrier: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let handle = default_handle();
+    match extract_context(
+        py,
+        carrier,
+        None,
+        handle.as_ref(),
+        Some(Trust::Continue),
+        None,
+        true,
+    ) {
+        Ok(c) => Ok(c.unbind()),
+        Err(e) => {
+            crate::engine::diag::warn_limited(
+                "extract-failed",
+                &format!("could not read the incoming context: {e}"),
+            );
+            current_or(py, None)
         }
     }
 }
@@ -394,6 +443,7 @@ impl DistributedContext {
                 handle.as_ref(),
                 self.trust,
                 self.session_id.as_deref(),
+                false,
             )
             .or_else(|e| {
                 crate::engine::diag::warn_limited(
@@ -493,15 +543,43 @@ impl DistributedContext {
     }
 }
 
-/// Sign a session id with `secret` (for tests and for services that build baggage
-/// by hand).
+/// The `sig` baggage property for a session context (for tests, and for services that
+/// build baggage by hand): `session_id=<id>;sig=<this>`. `issued_at`: Unix seconds
+/// (default: now).
 #[honeytrace_macros::function]
-pub fn sign_session(secret: &Bound<'_, PyAny>, session_id: &Bound<'_, PyAny>) -> String {
+#[pyo3(signature = (secret, session_id, project=None, source=None, issued_at=None))]
+pub fn sign_context(
+    secret: &Bound<'_, PyAny>,
+    session_id: &Bound<'_, PyAny>,
+    project: Option<&Bound<'_, PyAny>>,
+    source: Option<&Bound<'_, PyAny>>,
+    issued_at: Option<&Bound<'_, PyAny>>,
+) -> String {
+    let issued_at = match issued_at.filter(|v| !v.is_none()) {
+        None => now_secs(),
+        // An exact int only: anything else could run user code (`__index__`).
+        Some(v) => (v.is_exact_instance_of::<pyo3::types::PyInt>())
+            .then(|| v.extract::<u64>().ok())
+            .flatten()
+            .unwrap_or_else(|| {
+                invalid_argument("sign_context");
+                now_secs()
+            }),
+    };
     // Text only: baggage holds strings, and reading anything else would run user code.
-    if let (Some(secret), Some(sid)) = (pystr::str_of(secret), pystr::str_of(session_id)) {
-        sign(&secret, &sid)
+    let text = |v: Option<&Bound<'_, PyAny>>| match v.filter(|v| !v.is_none()) {
+        None => Some(String::new()),
+        Some(v) => pystr::str_of(v),
+    };
+    if let (Some(secret), Some(sid), Some(project), Some(source)) = (
+        pystr::str_of(secret),
+        pystr::str_of(session_id),
+        text(project),
+        text(source),
+    ) {
+        sign(&secret, issued_at, &sid, &project, &source)
     } else {
-        invalid_argument("sign_session");
+        invalid_argument("sign_context");
         String::new()
     }
 }

@@ -377,7 +377,7 @@ impl ServerTracing {
         }
         let method = get_text(d, method_key).unwrap_or_else(|| "GET".into());
         let b = bridge(py)?;
-        let ctx = extract_context(py, carrier, None, Some(&handle), self.trust, None)?;
+        let ctx = extract_context(py, carrier, None, Some(&handle), self.trust, None, false)?;
         let attrs = match proto {
             Protocol::Wsgi => wsgi_attributes(py, d, &method, &path),
             Protocol::Asgi => asgi_attributes(py, d, &method, &path),

@@ -95,6 +95,7 @@ fn stats_dict<'py>(py: Python<'py>, h: &Handle) -> PyResult<Bound<'py, PyDict>> 
         ("incoming_rejected", &p.incoming_rejected),
         ("sessions_unsigned", &p.sessions_unsigned),
         ("sessions_forged", &p.sessions_forged),
+        ("sessions_stale", &p.sessions_stale),
         ("contexts_ignored", &p.contexts_ignored),
     ] {
         d.set_item(k, diag::get(v))?;

@@ -200,6 +200,8 @@ pub struct Config {
     pub trust: Trust,
     /// Shared secret for signed session baggage (HH_BAGGAGE_SECRET).
     pub baggage_secret: Option<Secret>,
+    /// How long a signature is accepted (HH_BAGGAGE_MAX_AGE).
+    pub baggage_max_age: Duration,
     pub baggage_allowlist: Vec<String>,
     pub include_names: Vec<NameMatcher>,
     pub exclude_names: Vec<NameMatcher>,

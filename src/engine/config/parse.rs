@@ -693,6 +693,9 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
     if baggage_secret.as_ref().is_some_and(|s| s.0.len() < 16) {
         return err("baggage_secret must be at least 16 characters");
     }
+    let baggage_max_age = r
+        .seconds("baggage_max_age")?
+        .unwrap_or(Duration::from_secs(300));
     let (include_names, exclude_names) = match r.kw.get("span_name_filters") {
         Some(v) => filters(v)?,
         None => (Vec::new(), Vec::new()),
@@ -737,6 +740,7 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         max_attribute_bytes,
         trust,
         baggage_secret,
+        baggage_max_age,
         baggage_allowlist: r.list("baggage_allowlist")?.unwrap_or_default(),
         include_names,
         exclude_names,

@@ -32,6 +32,7 @@ pub struct PropagationStats {
     pub incoming_rejected: AtomicU64,
     pub sessions_unsigned: AtomicU64,
     pub sessions_forged: AtomicU64,
+    pub sessions_stale: AtomicU64,
     pub contexts_ignored: AtomicU64,
 }
 
@@ -42,6 +43,7 @@ pub static STATS: PropagationStats = PropagationStats {
     incoming_rejected: AtomicU64::new(0),
     sessions_unsigned: AtomicU64::new(0),
     sessions_forged: AtomicU64::new(0),
+    sessions_stale: AtomicU64::new(0),
     contexts_ignored: AtomicU64::new(0),
 };
 
@@ -81,11 +83,32 @@ fn canonical(key: &str) -> Option<(&'static str, usize)> {
     })
 }
 
+/// The session, project and source a list of baggage entries means, resolved as
+/// `interpret` resolves them (the best-ranked alias; the last of equal rank); "" when
+/// absent. What a signature covers is computed with this on both sides.
+pub fn canonical_values<'e>(entries: impl Iterator<Item = (&'e str, &'e str)>) -> [&'e str; 3] {
+    let mut best: [Option<(usize, &str)>; 3] = [None, None, None];
+    for (k, v) in entries {
+        if let Some((canon, rank)) = canonical(k) {
+            let slot = ALIASES.iter().position(|(c, _)| *c == canon).unwrap_or(0);
+            if best[slot].is_none_or(|(r, _)| rank <= r) {
+                best[slot] = Some((rank, v));
+            }
+        }
+    }
+    best.map(|b| b.map_or("", |(_, v)| v))
+}
+
 // ---------------------------------------------------------------------------------
-// Signed sessions: `session_id=<id>;sig=<base64url(HMAC-SHA256(secret, id))[..16 bytes]>`
-// The signature is a W3C baggage property, which other SDKs ignore.
+// Signed context: `session_id=<id>;sig=<issued>.<mac>`, where `issued` is the signing
+// time (Unix seconds) and `mac` is base64url(HMAC-SHA256(secret, the text below))[..16
+// bytes]. One MAC covers the session, the project, the source (empty when absent; none
+// of them can hold a line break, see `interpret`) and the time. The signature is a W3C
+// baggage property, which other SDKs ignore.
 
 const SIG_BYTES: usize = 16;
+/// A signature made this far in the future (another host's clock) is still accepted.
+pub const CLOCK_SKEW_SECS: u64 = 60;
 
 fn b64url(b: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -102,21 +125,77 @@ fn b64url(b: &[u8]) -> String {
     out
 }
 
-pub fn sign(secret: &str, session_id: &str) -> String {
+fn mac(secret: &str, issued: u64, session: &str, project: &str, source: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = ring::hmac::sign(&key, session_id.as_bytes());
-    b64url(&tag.as_ref()[..SIG_BYTES])
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    for part in [
+        "honeytrace-context-v1",
+        &issued.to_string(),
+        session,
+        project,
+        source,
+    ] {
+        ctx.update(part.as_bytes());
+        ctx.update(b"\n");
+    }
+    b64url(&ctx.sign().as_ref()[..SIG_BYTES])
 }
 
-fn verify(secret: &str, session_id: &str, sig: &str) -> bool {
-    let expected = sign(secret, session_id);
+/// The `sig` property value for a session context signed at `issued`.
+pub fn sign(secret: &str, issued: u64, session: &str, project: &str, source: &str) -> String {
+    format!("{issued}.{}", mac(secret, issued, session, project, source))
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Valid,
+    Unsigned,
+    Forged,
+    Stale,
+}
+
+/// Check a `sig` property against the values it must cover, at `now`.
+pub fn verify(
+    secret: &str,
+    sig: Option<&str>,
+    values: [&str; 3],
+    now: u64,
+    max_age: u64,
+) -> Verdict {
+    let Some(sig) = sig else {
+        return Verdict::Unsigned;
+    };
+    let Some((issued, tag)) = sig.split_once('.') else {
+        return Verdict::Forged;
+    };
+    let Ok(issued_n) = issued.parse::<u64>() else {
+        return Verdict::Forged;
+    };
+    // The time as signed: `issued_n.to_string()` must give back the same text.
+    if issued_n.to_string() != issued {
+        return Verdict::Forged;
+    }
+    let expected = mac(secret, issued_n, values[0], values[1], values[2]);
     // Constant time over the expected length.
-    expected.len() == sig.len()
+    let same = expected.len() == tag.len()
         && expected
             .bytes()
-            .zip(sig.bytes())
+            .zip(tag.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+            == 0;
+    if !same {
+        return Verdict::Forged;
+    }
+    if issued_n > now.saturating_add(CLOCK_SKEW_SECS) || now.saturating_sub(issued_n) > max_age {
+        return Verdict::Stale;
+    }
+    Verdict::Valid
 }
 
 // ---------------------------------------------------------------------------------
@@ -128,6 +207,8 @@ pub struct Policy<'a> {
     pub require_uuid: bool,
     /// Borrowed from the tracer's configuration (never copied per request).
     pub secret: Option<&'a str>,
+    /// Seconds a signature is accepted after it was made.
+    pub max_age: u64,
 }
 
 impl<'a> Policy<'a> {
@@ -139,6 +220,7 @@ impl<'a> Policy<'a> {
                 .unwrap_or(Trust::Continue),
             require_uuid: cfg.is_some_and(|c| c.mode == Mode::Cloud),
             secret: cfg.and_then(|c| c.baggage_secret.as_ref().map(Secret::expose)),
+            max_age: cfg.map_or(300, |c| c.baggage_max_age.as_secs()),
         }
     }
 }
@@ -213,29 +295,48 @@ pub fn interpret<'a>(h: &'a Headers, policy: &Policy<'_>) -> Incoming<'a> {
         }
     }
     let mut out: Vec<(&'a str, Cow<'a, str>)> = Vec::with_capacity(other.len() + 3);
+    // With a secret, the session, project and source come in together under one
+    // signature, or not at all; the trace itself is not affected.
+    if let Some(secret) = policy.secret {
+        if best.iter().any(Option::is_some) {
+            let value = |i: usize| best[i].as_ref().map_or("", |(_, m)| m.value.as_ref());
+            let sig = best[0].as_ref().and_then(|(_, m)| m.prop("sig"));
+            let verdict = verify(
+                secret,
+                sig,
+                [value(0), value(1), value(2)],
+                now_secs(),
+                policy.max_age,
+            );
+            let (counter, why) = match verdict {
+                Verdict::Valid => (None, ""),
+                Verdict::Unsigned => (Some(&STATS.sessions_unsigned), "unsigned"),
+                Verdict::Forged => (Some(&STATS.sessions_forged), "its signature does not match"),
+                Verdict::Stale => (
+                    Some(&STATS.sessions_stale),
+                    "its signature is older than baggage_max_age",
+                ),
+            };
+            if let Some(c) = counter {
+                count(c, 1);
+                let n = best.iter().filter(|b| b.is_some()).count();
+                count(&STATS.incoming_rejected, n as u64);
+                diag::warn_limited(
+                    "rejected-signature",
+                    &format!(
+                        "an incoming session context (session, project, source) was ignored: {why}; the tracer's own values are used"
+                    ),
+                );
+                best = [None, None, None];
+            }
+        }
+    }
     for (slot, chosen) in best.into_iter().enumerate() {
         let Some((_, m)) = chosen else { continue };
         let canon = ALIASES[slot].0;
         let ok = match canon {
             "session_id" => {
-                let mut ok =
-                    printable(&m.value, 256) && (!policy.require_uuid || ids::is_uuid(&m.value));
-                if ok {
-                    if let Some(secret) = &policy.secret {
-                        match m.prop("sig") {
-                            None => {
-                                count(&STATS.sessions_unsigned, 1);
-                                ok = false;
-                            }
-                            Some(sig) if !verify(secret, &m.value, sig) => {
-                                count(&STATS.sessions_forged, 1);
-                                ok = false;
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                ok
+                printable(&m.value, 256) && (!policy.require_uuid || ids::is_uuid(&m.value))
             }
             _ => printable(&m.value, 128),
         };
@@ -254,12 +355,7 @@ pub fn interpret<'a>(h: &'a Headers, policy: &Policy<'_>) -> Incoming<'a> {
             diag::warn_limited(
                 "rejected-session",
                 &format!(
-                    "an incoming {canon} was rejected (invalid{}); the tracer's own value is used",
-                    if policy.secret.is_some() && canon == "session_id" {
-                        ", unsigned or forged"
-                    } else {
-                        ""
-                    }
+                    "an incoming {canon} was rejected (invalid); the tracer's own value is used"
                 ),
             );
         }
@@ -290,6 +386,7 @@ mod tests {
             trust: Trust::Continue,
             require_uuid: false,
             secret: None,
+            max_age: 300,
         }
     }
 
@@ -350,24 +447,66 @@ mod tests {
     }
 
     #[test]
-    fn signed_sessions() {
+    fn signed_context() {
+        const K: &str = "a-long-enough-shared-secret";
         let mut p = policy();
-        p.secret = Some("a-long-enough-shared-secret");
-        let sig = sign("a-long-enough-shared-secret", "sess-1");
-        let good = format!("session_id=sess-1;sig={sig}");
+        p.secret = Some(K);
+        let now = now_secs();
+        let sig = sign(K, now, "sess-1", "proj", "");
+        let good = format!("session_id=sess-1;sig={sig},project=proj");
         assert_eq!(
             interpret(headers(&[], &[&good]), &p).baggage,
-            vec![("session_id", "sess-1".into())]
+            vec![("session_id", "sess-1".into()), ("project", "proj".into())]
         );
-        let forged = format!("session_id=sess-2;sig={sig}");
-        assert!(interpret(headers(&[], &[&forged]), &p).baggage.is_empty());
-        assert!(interpret(headers(&[], &["session_id=sess-1"]), &p)
-            .baggage
-            .is_empty());
+        // Any value changed or added, under any alias: the whole context is ignored.
+        for bad in [
+            good.replace("sess-1", "sess-2"),
+            good.replace("=proj", "=other"),
+            format!("{good},source=x"),
+            good.replace("project=proj", "honeyhive_project=other"),
+            "session_id=sess-1".to_string(),
+            "project=proj".to_string(),
+            format!("session_id=sess-1;sig=x{sig}"),
+            format!("session_id=sess-1;sig=0{sig}"),
+        ] {
+            assert!(
+                interpret(headers(&[], &[&bad]), &p).baggage.is_empty(),
+                "{bad}"
+            );
+        }
+        let v = ["s", "", ""];
+        assert_eq!(
+            verify(K, Some(&sign(K, now, "s", "", "")), v, now, 300),
+            Verdict::Valid
+        );
+        assert_eq!(verify(K, None, v, now, 300), Verdict::Unsigned);
+        assert_eq!(
+            verify(K, Some(&sign(K, now - 301, "s", "", "")), v, now, 300),
+            Verdict::Stale
+        );
+        assert_eq!(
+            verify(K, Some(&sign(K, now + 61, "s", "", "")), v, now, 300),
+            Verdict::Stale
+        );
+        assert_eq!(
+            verify(K, Some(&sign(K, now + 59, "s", "", "")), v, now, 300),
+            Verdict::Valid
+        );
+        assert_eq!(
+            verify(
+                "another-secret-entirely",
+                Some(&sign(K, now, "s", "", "")),
+                v,
+                now,
+                300
+            ),
+            Verdict::Forged
+        );
         // Without a secret the property is ignored.
+        let forged = good.replace("sess-1", "sess-2");
         assert_eq!(
             interpret(headers(&[], &[&forged]), &policy()).baggage.len(),
-            1
+            2
         );
     }
 
@@ -375,6 +514,6 @@ mod tests {
     fn b64url_is_unpadded() {
         assert_eq!(b64url(b"\xff\xfe\xfd"), "__79");
         assert_eq!(b64url(b"f"), "Zg");
-        assert_eq!(sign("k", "s").len(), 22);
+        assert_eq!(mac("k", 1, "s", "", "").len(), 22);
     }
 }
