@@ -572,7 +572,9 @@ def test_tracestate_keys_opentelemetry_refuses_are_carried(
         ("k=%FFx,pct=100%", {"k": "\ufffdx", "pct": "100%"}, "k=%EF%BF%BDx,pct=100%25"),
     ],
 )
-def test_w3c_baggage_spec_examples(make_tracer: Make, header: str, values: dict[str, str], sent: str) -> None:
+def test_w3c_baggage_spec_examples(
+    make_tracer: Make, header: str, values: dict[str, str], sent: str
+) -> None:
     t = make_tracer(test_mode=True, project="p", source="s")
     before = t.stats()["baggage_dropped"]
     with with_distributed_trace_context({"traceparent": TP, "baggage": header}, t):
