@@ -642,3 +642,92 @@ def test_wsgi_middleware_edges(make_tracer: Make, monkeypatch: pytest.MonkeyPatc
     assert [s["attributes"]["url.path"] for s in _server_spans(server.finished_spans())] == ["/y"]
     with pytest.raises(TypeError):
         HoneyTraceWSGIMiddleware(app, server, excluded_urls=[42])
+
+
+# -- repeated header lines: WSGI and ASGI read them the same way --------------------------------
+
+
+def _echo_apps(server: HoneyHiveTracer) -> tuple[Any, Any]:
+    """A Flask and a FastAPI app (honeytrace's middleware on each) that return what they
+    continued: the baggage, the trace id and the headers they would send on."""
+    import flask
+
+    def seen() -> dict[str, Any]:
+        sc = trace.get_current_span().get_span_context()
+        return {
+            "baggage": dict(baggage.get_all()),
+            "trace_id": format(sc.trace_id, "032x"),
+            "out": {k: v for k, v in inject_context_into_carrier({}, server).items()},
+        }
+
+    wsgi = flask.Flask("echo")
+    instrument_flask(wsgi, server)
+    wsgi.get("/echo")(seen)
+    asgi = FastAPI()
+    instrument_fastapi(asgi, server)
+
+    @asgi.get("/echo")
+    async def echo() -> Any:
+        return seen()
+
+    return wsgi, asgi
+
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+TP = f"00-{TRACE}-b7ad6b7169203331-01"
+TP2 = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("lines", "check"),
+    [
+        # Baggage over two lines: one list, in order; a repeated key: the last value.
+        (
+            [("baggage", "a=1,session_id=sess-r"), ("baggage", "b=2;ttl=3,a=4")],
+            lambda r: r["baggage"]["a"] == "4"
+            and r["baggage"]["b"] == "2"
+            and r["baggage"]["session_id"] == "sess-r"
+            and "b=2;ttl=3" in r["out"]["baggage"].split(","),
+        ),
+        # tracestate over two lines: joined in order; a repeated key keeps its first value.
+        (
+            [("traceparent", TP), ("tracestate", "x=1"), ("tracestate", "y=2,x=3")],
+            lambda r: r["out"]["tracestate"] == "x=1,y=2" and r["trace_id"] == TRACE,
+        ),
+        # Two traceparent lines mean "TP,TP" (a WSGI server joins them): not a
+        # traceparent, so a new trace, even when both lines are the same.
+        ([("traceparent", TP), ("traceparent", TP)], lambda r: r["trace_id"] != TRACE),
+        (
+            [("traceparent", TP), ("traceparent", TP2)],
+            lambda r: r["trace_id"] not in (TRACE, TP2.split("-")[1]),
+        ),
+    ],
+    ids=["baggage", "tracestate", "same-traceparent", "conflicting-traceparents"],
+)
+def test_repeated_header_lines_read_alike_by_wsgi_and_asgi(
+    make_tracer: Make, lines: list[tuple[str, str]], check: Callable[[dict[str, Any]], bool]
+) -> None:
+    import http.client
+
+    server = make_tracer(test_mode=True)
+    wsgi, asgi = _echo_apps(server)
+    replies = {}
+    for name, serve, app in (("flask", serve_wsgi, wsgi), ("fastapi", serve_asgi, asgi)):
+        with serve(app) as url:
+            host, port = url.removeprefix("http://").split(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.putrequest("GET", "/echo")
+            for k, v in lines:  # each as its own header line
+                conn.putheader(k, v)
+            conn.endheaders()
+            resp = conn.getresponse()
+            assert resp.status == 200
+            replies[name] = json.loads(resp.read())
+            conn.close()
+    assert check(replies["flask"]), replies["flask"]
+    # The span ids differ per request; everything else is the same.
+    for r in replies.values():
+        r["out"].pop("traceparent", None)
+        if r["trace_id"] != TRACE:
+            r["trace_id"] = "new"  # a trace each service started
+    assert replies["flask"] == replies["fastapi"]

@@ -240,10 +240,11 @@ pub struct Incoming<'a> {
 pub fn interpret<'a>(h: &'a Headers, policy: &Policy<'_>) -> Incoming<'a> {
     let mut parent = None;
     if !h.traceparent.is_empty() {
-        let first = &h.traceparent[0];
-        // Several traceparent headers that disagree: none can be trusted.
-        if h.traceparent.iter().all(|t| t.trim() == first.trim()) {
-            parent = traceparent::parse(first);
+        // Repeated header lines mean their comma-joined value (RFC 9110, section 5.3;
+        // a WSGI server joins them before the app sees them), and two traceparents
+        // joined are not a traceparent: a new trace, whichever server read them.
+        if h.traceparent.len() == 1 {
+            parent = traceparent::parse(&h.traceparent[0]);
         }
         if parent.is_none() {
             count(&STATS.traceparent_invalid, 1);
@@ -436,14 +437,18 @@ mod tests {
     }
 
     #[test]
-    fn conflicting_traceparents_are_ignored() {
+    fn repeated_traceparents_are_ignored() {
         let other = "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         assert!(interpret(headers(&[TP, other], &[]), &policy())
             .parent
             .is_none());
+        // As a WSGI server would join them: "TP,TP" is not a traceparent.
         assert!(interpret(headers(&[TP, TP], &[]), &policy())
             .parent
-            .is_some());
+            .is_none());
+        assert!(interpret(headers(&[&format!("{TP},{TP}")], &[]), &policy())
+            .parent
+            .is_none());
     }
 
     #[test]
