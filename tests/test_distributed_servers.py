@@ -684,10 +684,12 @@ TP2 = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01"
         # Baggage over two lines: one list, in order; a repeated key: the last value.
         (
             [("baggage", "a=1,session_id=sess-r"), ("baggage", "b=2;ttl=3,a=4")],
-            lambda r: r["baggage"]["a"] == "4"
-            and r["baggage"]["b"] == "2"
-            and r["baggage"]["session_id"] == "sess-r"
-            and "b=2;ttl=3" in r["out"]["baggage"].split(","),
+            lambda r: (
+                r["baggage"]["a"] == "4"
+                and r["baggage"]["b"] == "2"
+                and r["baggage"]["session_id"] == "sess-r"
+                and "b=2;ttl=3" in r["out"]["baggage"].split(",")
+            ),
         ),
         # tracestate over two lines: joined in order; a repeated key keeps its first value.
         (
