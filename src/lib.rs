@@ -18,7 +18,11 @@ pub mod __bench {
     pub use crate::engine::propagation::baggage::{
         encode as encode_baggage, parse as parse_baggage,
     };
-    pub use crate::engine::propagation::traceparent::parse as parse_traceparent;
+    pub use crate::engine::config::Trust;
+    pub use crate::engine::propagation::policy::{interpret, sign as sign_context, Headers, Policy};
+    pub use crate::engine::propagation::traceparent::{
+        parse as parse_traceparent, parse_state as parse_tracestate,
+    };
     pub use crate::py::capture::{captured, flatten, to_json_text};
     pub use crate::py::convert::{from_mapping, to_value};
 }

@@ -1,6 +1,9 @@
 //! Parsing and encoding of W3C traceparent and baggage.
 
-use _core::__bench::{encode_baggage, parse_baggage, parse_traceparent};
+use _core::__bench::{
+    encode_baggage, interpret, parse_baggage, parse_traceparent, parse_tracestate, sign_context, Headers, Policy,
+    Trust,
+};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
@@ -25,6 +28,31 @@ fn benches(c: &mut Criterion) {
     .map(|(k, v)| (k.to_string(), v.to_string(), String::new()))
     .collect();
     c.bench_function("baggage/encode 3 keys", |b| b.iter(|| encode_baggage(black_box(&entries))));
+    let state = vec!["congo=t61rcWkgMzE,rojo=00f067aa0ba902b7".to_string()];
+    c.bench_function("tracestate/2 members", |b| b.iter(|| parse_tracestate(black_box(&state))));
+    // A whole incoming request as the server reads it: traceparent, tracestate and a
+    // 3-key baggage through the policy (aliases, validation), without and with a secret.
+    let request = Headers {
+        traceparent: vec![tp.to_string()],
+        tracestate: state.clone(),
+        baggage: three.clone(),
+    };
+    let plain = Policy { trust: Trust::Continue, require_uuid: false, secret: None, max_age: 300 };
+    c.bench_function("incoming/traceparent + tracestate + 3-key baggage", |b| {
+        b.iter(|| interpret(black_box(&request), &plain).baggage.len())
+    });
+    const SECRET: &str = "a-long-enough-shared-secret";
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let sig = sign_context(SECRET, now, "3f1c9d2e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", "agents", "prod");
+    let signed = Headers {
+        traceparent: vec![tp.to_string()],
+        tracestate: state,
+        baggage: vec![format!("session_id=3f1c9d2e-1c2d-4e5f-8a9b-0c1d2e3f4a5b;sig={sig},project=agents,source=prod")],
+    };
+    let secret = Policy { trust: Trust::Continue, require_uuid: false, secret: Some(SECRET), max_age: 300 };
+    c.bench_function("incoming/the same, signed", |b| {
+        b.iter(|| interpret(black_box(&signed), &secret).baggage.len())
+    });
 }
 
 criterion_group!(propagation, benches);
