@@ -15,11 +15,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Entry points for the Rust micro-benchmarks in `benches/rust` (not a public API).
 #[doc(hidden)]
 pub mod __bench {
+    pub use crate::engine::config::Trust;
     pub use crate::engine::propagation::baggage::{
         encode as encode_baggage, parse as parse_baggage,
     };
-    pub use crate::engine::config::Trust;
-    pub use crate::engine::propagation::policy::{interpret, sign as sign_context, Headers, Policy};
+    pub use crate::engine::propagation::policy::{
+        interpret, sign as sign_context, Headers, Policy,
+    };
     pub use crate::engine::propagation::traceparent::{
         parse as parse_traceparent, parse_state as parse_tracestate,
     };

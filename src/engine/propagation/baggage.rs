@@ -6,8 +6,9 @@
 //! Members with an invalid key or a missing `=` are dropped and counted. Values are
 //! percent-decoded as the W3C Baggage spec says: an escape that does not decode to
 //! UTF-8 becomes U+FFFD, and a `%` without two hex digits is kept as it is.
-//! `;properties` are kept (normalized: `key` or `key=value`, no spaces) and sent on;
-//! a property outside the grammar is dropped and counted.
+//! `;properties` are kept raw; `Member::properties` gives them normalized (`key` or
+//! `key=value`, no spaces) for the members sent on, a property outside the grammar
+//! dropped and counted.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -16,19 +17,19 @@ pub const MAX_MEMBERS: usize = 64;
 pub const MAX_BYTES: usize = 8192;
 
 /// One baggage member, borrowed from the header: key, decoded value (copied only when
-/// it had percent-escapes), and its `;properties` (copied only when normalizing
-/// changed them; may be empty).
+/// it had percent-escapes), and its raw `;properties` (may be empty; `properties()`
+/// gives them checked and in normal form, for the members that are sent on).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member<'a> {
     pub key: &'a str,
     pub value: Cow<'a, str>,
-    pub props: Cow<'a, str>,
+    pub props: &'a str,
 }
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Parsed<'a> {
     pub entries: Vec<Member<'a>>,
-    /// Members dropped (malformed or over a limit) plus properties dropped.
+    /// Members dropped (malformed or over a limit).
     pub dropped: usize,
 }
 
@@ -37,8 +38,17 @@ impl Member<'_> {
     pub fn prop(&self, name: &str) -> Option<&str> {
         self.props.split(';').find_map(|p| {
             let (k, v) = p.split_once('=')?;
-            (k == name).then_some(v)
+            (ows(k) == name).then(|| ows(v))
         })
+    }
+
+    /// The properties checked and in normal form (see `normalize_props`), and how many
+    /// were dropped.
+    pub fn properties(&self) -> (Cow<'_, str>, usize) {
+        if self.props.is_empty() {
+            return (Cow::Borrowed(""), 0);
+        }
+        normalize_props(self.props)
     }
 }
 
@@ -131,7 +141,7 @@ fn ows(s: &str) -> &str {
 /// Properties (the text after a member's first `;`) in normal form: each `key` or
 /// `key=value` (a token key, a value of baggage-octets), spaces around them removed,
 /// joined by `;`. Borrowed when already normal. Returns how many were dropped.
-fn normalize_props(raw: &str) -> (Cow<'_, str>, usize) {
+pub fn normalize_props(raw: &str) -> (Cow<'_, str>, usize) {
     let mut normal = true;
     let mut dropped = 0;
     let mut kept: Vec<(&str, Option<&str>)> = Vec::new();
@@ -200,14 +210,7 @@ pub fn parse(values: &[String]) -> Parsed<'_> {
                 break 'values;
             }
             budget -= member.len();
-            let (kv, props) = match split_byte(member, b';') {
-                Some((kv, props)) => {
-                    let (props, n) = normalize_props(props);
-                    out.dropped += n;
-                    (kv, props)
-                }
-                None => (member, Cow::Borrowed("")),
-            };
+            let (kv, props) = split_byte(member, b';').unwrap_or((member, ""));
             let Some((k, v)) = split_byte(kv, b'=') else {
                 out.dropped += 1;
                 continue;
@@ -305,7 +308,13 @@ mod tests {
         let got: Vec<(String, String, String)> = r
             .entries
             .iter()
-            .map(|m| (m.key.into(), m.value.to_string(), m.props.to_string()))
+            .map(|m| {
+                (
+                    m.key.into(),
+                    m.value.to_string(),
+                    m.properties().0.into_owned(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -327,8 +336,7 @@ mod tests {
         assert_eq!(r.dropped, 0);
         // A property outside the grammar is dropped and counted; the member stays.
         let r = p(&["k=v;ok=1;bad key=2;x=caf\u{e9};flag"]);
-        assert_eq!(r.entries[0].props, "ok=1;flag");
-        assert_eq!(r.dropped, 2);
+        assert_eq!(r.entries[0].properties(), ("ok=1;flag".into(), 2));
     }
 
     #[test]

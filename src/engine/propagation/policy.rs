@@ -53,6 +53,11 @@ pub fn count(c: &AtomicU64, n: u64) {
     }
 }
 
+/// A member's properties in normal form, borrowed from the header when already normal.
+fn normalize_props_of<'a>(m: &Member<'a>) -> (Cow<'a, str>, usize) {
+    baggage::normalize_props(m.props)
+}
+
 /// The canonical keys and the aliases read for them, in order of precedence.
 const ALIASES: [(&str, &[&str]); 3] = [
     (
@@ -272,7 +277,7 @@ pub fn interpret<'a>(h: &'a Headers, policy: &Policy<'_>) -> Incoming<'a> {
         diag::warn_limited(
             "bad-baggage",
             &format!(
-                "dropped {} incoming baggage member(s) or properties: malformed or beyond the W3C limits (64 members, 8192 bytes)",
+                "dropped {} incoming baggage member(s): malformed or beyond the W3C limits (64 members, 8192 bytes)",
                 parsed.dropped
             ),
         );
@@ -282,6 +287,7 @@ pub fn interpret<'a>(h: &'a Headers, policy: &Policy<'_>) -> Incoming<'a> {
     let mut best: [Option<(usize, Member<'a>)>; 3] = [None, None, None];
     let mut other: Vec<(&'a str, Cow<'a, str>)> = Vec::new();
     let mut props: Vec<(&'a str, Cow<'a, str>)> = Vec::new();
+    let mut props_dropped = 0;
     for m in parsed.entries {
         if let Some((canon, rank)) = canonical(m.key) {
             let slot = ALIASES.iter().position(|(c, _)| *c == canon).unwrap_or(0);
@@ -290,10 +296,21 @@ pub fn interpret<'a>(h: &'a Headers, policy: &Policy<'_>) -> Incoming<'a> {
             }
         } else {
             if !m.props.is_empty() {
-                props.push((m.key, m.props));
+                let (normal, dropped) = normalize_props_of(&m);
+                props_dropped += dropped;
+                if !normal.is_empty() {
+                    props.push((m.key, normal));
+                }
             }
             other.push((m.key, m.value));
         }
+    }
+    if props_dropped > 0 {
+        count(&STATS.baggage_dropped, props_dropped as u64);
+        diag::warn_limited(
+            "bad-baggage-property",
+            &format!("dropped {props_dropped} incoming baggage properties outside the W3C grammar"),
+        );
     }
     let mut out: Vec<(&'a str, Cow<'a, str>)> = Vec::with_capacity(other.len() + 3);
     // With a secret, the session, project and source come in together under one
