@@ -88,7 +88,14 @@ def setup_honeytrace() -> dict[str, Any]:
         "dtc": lambda carrier: honeytrace.with_distributed_trace_context(carrier, tracer),
         "inject": lambda: honeytrace.inject_context_into_carrier({}, tracer),
         "tracer": tracer,
+        "celery": celery_toggles_honeytrace,
     }
+
+
+def celery_toggles_honeytrace() -> tuple[Callable[[], None], Callable[[], None]]:
+    from honeytrace.integrations import instrument_celery, uninstrument_celery
+
+    return instrument_celery, uninstrument_celery
 
 
 def setup_otel() -> dict[str, Any]:
@@ -131,7 +138,17 @@ def setup_otel() -> dict[str, Any]:
         "dtc": DTC,
         "inject": inject,
         "tracer": tracer,
+        "celery": lambda: celery_toggles_otel(provider),
     }
+
+
+def celery_toggles_otel(provider: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+    return (
+        lambda: CeleryInstrumentor().instrument(tracer_provider=provider),
+        lambda: CeleryInstrumentor().uninstrument(),
+    )
 
 
 def setup_honeyhive() -> dict[str, Any]:
@@ -287,6 +304,33 @@ def scenario_inject(c: dict[str, Any]) -> Callable[[int], dict[str, float]]:
     return run
 
 
+def scenario_celery(c: dict[str, Any]) -> Callable[[int], dict[str, float]]:
+    """Publishing one Celery task (kombu's in-memory broker) inside a span, with the
+    contender's Celery propagation minus without it (toggled within the round)."""
+    import celery
+
+    app = celery.Celery("bench", broker="memory://")
+    app.conf.task_ignore_result = True
+    on, off = c["celery"]()
+    tracer = c["tracer"]
+
+    def publish() -> None:
+        app.send_task("bench.task", (1,))
+
+    def run(n: int) -> dict[str, float]:
+        with tracer.start_as_current_span("request"):
+            off()
+            base = loop(publish, n)
+            app.control.purge()
+            on()
+            tr = loop(publish, n)
+            off()
+            app.control.purge()
+        return {"base_ns": base / n, "traced_ns": tr / n}
+
+    return run
+
+
 def scenario_throughput(c: dict[str, Any]) -> Callable[..., dict[str, float]]:
     """Spans started and ended by one thread, then flushed: spans/s through the
     pipeline. ``rate`` > 0 paces the thread to that many spans per second (in steps of
@@ -366,6 +410,7 @@ SCENARIOS = {
     "async": scenario_async,
     "dtc": scenario_dtc,
     "inject": scenario_inject,
+    "celery": scenario_celery,
     "throughput": scenario_throughput,
     "memory": scenario_memory,
 }

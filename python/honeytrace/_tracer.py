@@ -140,6 +140,10 @@ class HoneyHiveTracer:
                 instrument_threads()
             if core.propagate_processes:
                 instrument_processes()
+            if core.instrument_celery:
+                from .integrations.celery import instrument_celery as _instrument_celery
+
+                _instrument_celery()
             if core.instrument_http:
                 from .integrations.http import instrument_http as _instrument_http
 

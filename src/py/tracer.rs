@@ -332,6 +332,10 @@ impl TracerCore {
         self.core().cfg.instrument_http
     }
     #[getter]
+    fn instrument_celery(&self) -> bool {
+        self.core().cfg.instrument_celery
+    }
+    #[getter]
     fn baggage_hosts(&self) -> Option<Vec<String>> {
         self.core().cfg.baggage_hosts.clone()
     }

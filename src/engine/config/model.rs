@@ -217,6 +217,7 @@ pub struct Config {
     /// Carry the context into process-pool tasks (python/honeytrace/_processes.py).
     pub propagate_processes: bool,
     pub instrument_http: bool,
+    pub instrument_celery: bool,
     /// Hosts allowed to receive baggage from the HTTP integration (None: every host).
     pub baggage_hosts: Option<Vec<String>>,
 }

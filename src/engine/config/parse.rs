@@ -754,6 +754,7 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         propagate_threads: r.boolean("propagate_threads")?.unwrap_or(false),
         propagate_processes: r.boolean("propagate_processes")?.unwrap_or(false),
         instrument_http: r.boolean("instrument_http")?.unwrap_or(false),
+        instrument_celery: r.boolean("instrument_celery")?.unwrap_or(false),
         baggage_hosts: r
             .list("baggage_hosts")?
             .map(|hs| hs.into_iter().map(|h| h.to_ascii_lowercase()).collect()),

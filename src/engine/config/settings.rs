@@ -218,6 +218,8 @@ pub static SETTINGS: &[Setting] = &[
       "Carry the context into threads, `ThreadPoolExecutor` and `run_in_executor`."),
     s("propagate_processes", &["HH_PROPAGATE_PROCESSES"], Kind::Bool, "`False`",
       "Carry the trace and session into each task of a `ProcessPoolExecutor` or `multiprocessing.Pool` (any start method)."),
+    s("instrument_celery", &["HH_INSTRUMENT_CELERY"], Kind::Bool, "`False`",
+      "Carry the trace and session with every Celery task (publish to worker), with a CONSUMER span per task run."),
     s("instrument_http", &["HH_INSTRUMENT_HTTP"], Kind::Bool, "`False`",
       "Propagate on `requests`/`httpx` calls (CLIENT spans + headers)."),
     s("baggage_hosts", &["HH_BAGGAGE_HOSTS"], Kind::List, "every host",
