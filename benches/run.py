@@ -303,7 +303,11 @@ def run_celery(args: argparse.Namespace, report: list[str]) -> None:
     broker, inside a span): honeytrace's integration and OpenTelemetry's instrumentor."""
     print("[celery]", flush=True)
     with sink() as url:
-        res = interleaved("celery", ["honeytrace", "opentelemetry-sdk"], url, args.rounds)
+        # Rounds of a second: a publish varies by tens of µs (kombu's queue), far more
+        # than what is added; long rounds make the difference readable.
+        res = interleaved(
+            "celery", ["honeytrace", "opentelemetry-sdk"], url, args.rounds, target_s=1.0
+        )
     rows = overhead_table(res)
     table = fmt_rows(rows, "µs", "added per task published")
     print(table + "\n")
