@@ -352,3 +352,21 @@ def test_without_the_integration_nothing_crosses(
         {f"session-{u}" for u in USERS}
     )
     assert not [s for s in receiver.spans() if s["kind"] == CONSUMER]
+
+
+def test_instrument_celery_without_celery_is_a_warning(
+    make_tracer: Make, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tracer asked to instrument Celery where Celery is not installed starts anyway."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_celery(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "celery" or name.startswith("celery."):
+            raise ImportError("No module named 'celery'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_celery)
+    make_tracer(test_mode=True, instrument_celery=True)
+    assert "Celery is not installed" in caplog.text

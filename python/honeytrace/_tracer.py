@@ -143,7 +143,12 @@ class HoneyHiveTracer:
             if core.instrument_celery:
                 from .integrations.celery import instrument_celery as _instrument_celery
 
-                _instrument_celery()
+                try:
+                    _instrument_celery()
+                except ImportError:
+                    logger.warning(
+                        "instrument_celery is on but Celery is not installed; nothing to do"
+                    )
             if core.instrument_http:
                 from .integrations.http import instrument_http as _instrument_http
 
