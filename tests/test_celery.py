@@ -6,6 +6,7 @@ receiver. `redis-server` comes from the Debian package (.ci/run installs it)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -132,6 +133,16 @@ def flush_redis(redis_url: str) -> Iterator[str]:
 
     redis.Redis.from_url(redis_url).flushall()
     yield redis_url
+    # A result object unsubscribes from Redis when it is collected: collect the test's
+    # while Redis runs (after the module, with Redis gone, Celery retries for minutes).
+    gc.collect()
+
+
+def producer_app(broker: str) -> Any:
+    app = celery.Celery("producer", broker=broker, backend=broker)
+    # Fail fast instead of retrying for minutes if Redis is gone.
+    app.conf.result_backend_transport_options = {"retry_policy": {"max_retries": 1}}
+    return app
 
 
 def start_worker(
@@ -260,7 +271,7 @@ def test_sessions_cross_into_the_worker(
 ) -> None:
     producer = make_tracer(project="producer-p", otlp_endpoint=receiver.url, flush_interval=0.05)
     instrument_celery()
-    app = celery.Celery("producer", broker=flush_redis, backend=flush_redis)
+    app = producer_app(flush_redis)
     worker = start_worker(tmp_path, flush_redis, receiver.url, pool, tracer_at, otel=False)
     try:
         produced = produce(app, producer)
@@ -307,7 +318,7 @@ def test_with_the_opentelemetry_celery_instrumentor_no_double_spans(
     producer = make_tracer(project="producer-p", otlp_endpoint=receiver.url, flush_interval=0.05)
     instrument_celery()
     CeleryInstrumentor().instrument()
-    app = celery.Celery("producer", broker=flush_redis, backend=flush_redis)
+    app = producer_app(flush_redis)
     worker = start_worker(tmp_path, flush_redis, receiver.url, ["-P", "solo"], "import", otel=True)
     try:
         produced = produce(app, producer)
@@ -333,7 +344,7 @@ def test_without_the_integration_nothing_crosses(
     """The control: without instrument_celery, the worker's spans start traces of their
     own in the worker tracer's session, whoever sent the task."""
     producer = make_tracer(project="producer-p", otlp_endpoint=receiver.url, flush_interval=0.05)
-    app = celery.Celery("producer", broker=flush_redis, backend=flush_redis)
+    app = producer_app(flush_redis)
     worker = start_worker(
         tmp_path, flush_redis, receiver.url, ["-P", "solo"], "import", otel=False, integration=False
     )
