@@ -8,9 +8,11 @@ with a Rust engine.
 
 from __future__ import annotations
 
-from . import _compat, _core, _log, _wrappers
+from . import _compat, _core, _log, _readable, _wrappers
 
-_core._install_bridge(**_compat.bridge_parts(), as_decorator=_wrappers.as_decorator)
+_core._install_bridge(
+    **_compat.bridge_parts(), as_decorator=_wrappers.as_decorator, readable=_readable
+)
 _log.connect(_core._take_logs, _core._logs_pending)
 _log.drain_at_exit()
 

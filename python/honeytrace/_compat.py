@@ -131,4 +131,22 @@ def bridge_parts() -> dict[str, Any]:
         "format_exception": format_exception,
         "invalid_span_context": _trace.INVALID_SPAN_CONTEXT,
         "set_value": _context.set_value,
+        "suppress_keys": suppress_keys(),
     }
+
+
+def suppress_keys() -> list[Any]:
+    """The context keys that turn instrumentation off: ``_SUPPRESS_INSTRUMENTATION_KEY``
+    of ``opentelemetry.context`` and the plain string contrib's
+    ``suppress_instrumentation()`` also sets."""
+    keys: list[Any] = ["suppress_instrumentation"]
+    key = getattr(_context, "_SUPPRESS_INSTRUMENTATION_KEY", None)
+    if key is not None and key not in keys:
+        keys.insert(0, key)
+    return keys
+
+
+def http_suppress_key() -> Any:
+    """The context key under which HTTP client instrumentations step aside (set by an
+    outer HTTP instrumentation, so the library below does not trace the same request)."""
+    return getattr(_context, "_SUPPRESS_HTTP_INSTRUMENTATION_KEY", "suppress_http_instrumentation")

@@ -41,18 +41,38 @@ class TracerProvider(trace.TracerProvider):
             rust = self._core.tracer(name, instrumenting_library_version, schema_url, attributes)
         return rust  # type: ignore[return-value]
 
+    def add_span_processor(self, span_processor: Any) -> None:
+        """Add an OpenTelemetry SDK ``SpanProcessor`` (or any object with its methods).
+
+        Its ``on_start(span, parent_context)`` and ``on_end(readable_span)`` are called
+        for every span of this provider's tracer (of every tracer for the global
+        provider), in the order processors were added, after honeytrace's own stamps;
+        ``on_end`` receives the SDK's ``ReadableSpan``. honeytrace's export is not one
+        of them: it runs whatever processors are added. What a processor raises is
+        logged and counted (``stats()["processor_errors"]``).
+        """
+        if not callable(getattr(span_processor, "on_end", None)):
+            _core._invalid_argument("TracerProvider.add_span_processor")
+            logger.warning("add_span_processor: %r has no on_end method; not added", span_processor)
+            return
+        _core._add_span_processor(self._core, span_processor)
+
     def force_flush(self, timeout_millis: Any = 30000) -> bool:
         seconds = millis_to_seconds(timeout_millis)
-        if self._core is None:
-            return _core.flush_all(seconds)
-        return self._core.flush(seconds)
+        ok = _core.flush_all(seconds) if self._core is None else self._core.flush(seconds)
+        for p in _core._span_processors(self._core):
+            ok = _call_processor(p, "force_flush", timeout_millis) is not False and ok
+        return ok
 
     def shutdown(self) -> None:
-        """Shut down the tracers behind this provider (all of them when global)."""
+        """Shut down the tracers behind this provider (all of them when global), and
+        the span processors added to it."""
         if self._core is None:
             _core.shutdown_all(None)
         else:
             self._core.shutdown(None)
+        for p in _core._span_processors(self._core, remove=True):
+            _call_processor(p, "shutdown")
 
     def __repr__(self) -> str:
         return (
@@ -60,6 +80,18 @@ class TracerProvider(trace.TracerProvider):
             if self._core is None
             else (f"honeytrace.TracerProvider(tracer={self._core.id})")
         )
+
+
+def _call_processor(p: Any, method: str, *args: Any) -> Any:
+    """A processor's ``force_flush``/``shutdown``; what it raises is logged."""
+    fn = getattr(p, method, None)
+    if fn is None:
+        return None
+    try:
+        return fn(*args)
+    except Exception as e:  # a processor must not break the application's shutdown
+        logger.warning("span processor %r: %s raised %r", p, method, e)
+        return False
 
 
 def millis_to_seconds(value: Any) -> Any:

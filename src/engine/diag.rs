@@ -31,6 +31,9 @@ pub struct Counters {
     pub values_unconvertible: AtomicU64,
     /// Values the redaction hook failed on (replaced, never exported unredacted).
     pub redaction_errors: AtomicU64,
+    /// Exceptions raised by Python span processors' `on_start`/`on_end` (the span
+    /// is exported as usual).
+    pub processor_errors: AtomicU64,
     /// Context restores that failed (a token from another context).
     pub context_detach_errors: AtomicU64,
     /// Arguments of the wrong type or out of range, given to an API call and replaced
@@ -47,6 +50,7 @@ pub static COUNTERS: Counters = Counters {
     attributes_dropped: AtomicU64::new(0),
     values_unconvertible: AtomicU64::new(0),
     redaction_errors: AtomicU64::new(0),
+    processor_errors: AtomicU64::new(0),
     context_detach_errors: AtomicU64::new(0),
     invalid_arguments: AtomicU64::new(0),
     log_records_dropped: AtomicU64::new(0),

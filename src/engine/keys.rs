@@ -11,6 +11,9 @@ pub const TL_SESSION_ID: Key = Key::from_static_str("traceloop.association.prope
 pub const TL_PROJECT: Key = Key::from_static_str("traceloop.association.properties.project");
 pub const TL_SOURCE: Key = Key::from_static_str("traceloop.association.properties.source");
 pub const TL_PARENT_ID: Key = Key::from_static_str("traceloop.association.properties.parent_id");
+/// A `session.id` set by other code that lost to the span's session (kept here).
+pub const FRAMEWORK_SESSION_ID: Key =
+    Key::from_static_str("honeyhive_metadata.framework_session_id");
 pub const EVENT_TYPE: Key = Key::from_static_str("honeyhive_event_type");
 pub const DURATION_MS: Key = Key::from_static_str("honeyhive_duration_ms");
 pub const RUN_ID: Key = Key::from_static_str("honeyhive_metadata.run_id");

@@ -1,5 +1,6 @@
 //! A span while it is recorded, and the parameters it starts with.
 
+use crate::engine::export::prepare::dedup;
 use opentelemetry::trace::{Event, Link, SpanContext, SpanKind, Status};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{SpanData, SpanLimits};
@@ -56,9 +57,21 @@ impl Recording {
         Recording { data, limits }
     }
 
+    /// Appended (a key set again is resolved at export, last value wins: no scan on
+    /// the hot path). At the limit, repeated keys are folded first, so the limit
+    /// counts distinct keys and a key already there takes its new value, as in the SDK.
     pub fn set_attribute(&mut self, kv: KeyValue) {
-        if self.data.attributes.len() < self.limits.max_attributes_per_span as usize {
-            self.data.attributes.push(kv);
+        let max = self.limits.max_attributes_per_span as usize;
+        let attrs = &mut self.data.attributes;
+        if attrs.len() < max {
+            attrs.push(kv);
+            return;
+        }
+        dedup(attrs);
+        if let Some(old) = attrs.iter_mut().find(|o| o.key == kv.key) {
+            old.value = kv.value;
+        } else if attrs.len() < max {
+            attrs.push(kv);
         } else {
             self.data.dropped_attributes_count += 1;
         }

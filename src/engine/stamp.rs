@@ -97,9 +97,13 @@ impl Stamper {
     ) {
         let absent = |attrs: &Vec<KeyValue>, k: &Key| fresh || !has(attrs, k);
         if absent(attrs, &SESSION_ID) {
+            // Explicit, then the caller's baggage, then a `session.id` set by other
+            // code (OpenInference's convention), then the tracer's: a framework's own
+            // session never splits a distributed one (see docs/opentelemetry.md).
             let session = explicit
                 .session_id
                 .clone()
+                .or_else(|| inc.session_id.clone())
                 .or_else(|| {
                     if fresh {
                         None
@@ -107,7 +111,6 @@ impl Stamper {
                         find(attrs, &OTEL_SESSION_ID).cloned()
                     }
                 })
-                .or_else(|| inc.session_id.clone())
                 .unwrap_or_else(|| self.session_id.clone());
             attrs.push(KeyValue::new(SESSION_ID, session));
         }
@@ -278,10 +281,20 @@ mod tests {
         assert_eq!(get(&b, "honeyhive.session_id").as_deref(), Some("arg"));
         assert_eq!(get(&b, "honeyhive.project").as_deref(), Some("arg-p"));
 
-        // an explicit `session.id` attribute (OpenInference style) counts as explicit
+        // a `session.id` attribute (OpenInference style) yields to the caller's
+        // baggage, and beats the tracer's session
         let mut c = vec![KeyValue::new("session.id", "oi")];
         stamper().stamp(&mut c, &inc, &Explicit::default());
-        assert_eq!(get(&c, "honeyhive.session_id").as_deref(), Some("oi"));
+        assert_eq!(get(&c, "honeyhive.session_id").as_deref(), Some("remote"));
+        let c = exported(c);
+        assert_eq!(get(&c, "session.id").as_deref(), Some("remote"));
+        assert_eq!(
+            get(&c, "honeyhive_metadata.framework_session_id").as_deref(),
+            Some("oi")
+        );
+        let mut d = vec![KeyValue::new("session.id", "oi")];
+        stamper().stamp(&mut d, &Incoming::default(), &Explicit::default());
+        assert_eq!(get(&d, "honeyhive.session_id").as_deref(), Some("oi"));
     }
 
     #[test]

@@ -226,6 +226,9 @@ impl Core {
             ..
         } = opts;
         let max_attrs = self.limits.max_attributes_per_span as usize;
+        if attrs.len() > max_attrs {
+            crate::engine::export::prepare::dedup(&mut attrs);
+        }
         let dropped_attrs =
             u32::try_from(attrs.len().saturating_sub(max_attrs)).unwrap_or(u32::MAX);
         attrs.truncate(max_attrs);

@@ -100,6 +100,11 @@ pub struct Bridge {
     set_value: Py<PyAny>,
     /// `honeytrace._wrappers.as_decorator`: `start_as_current_span(...)` on a function.
     pub as_decorator: Py<PyAny>,
+    /// The context keys under which OpenTelemetry turns instrumentation off
+    /// (`_SUPPRESS_INSTRUMENTATION_KEY` and its older plain-string form).
+    suppress_keys: Vec<Py<PyAny>>,
+    /// `honeytrace._readable`: the read half of spans as OpenTelemetry objects.
+    pub readable: Py<PyAny>,
 }
 
 static BRIDGE: PyOnceLock<Bridge> = PyOnceLock::new();
@@ -112,7 +117,7 @@ pub fn bridge(py: Python<'_>) -> PyResult<&Bridge> {
 
 /// Hand the engine what it needs from `opentelemetry-api` (see `_compat.py`).
 #[honeytrace_macros::function]
-#[pyo3(signature = (var, runtime, span_key, baggage_key, context_type, span_context_type, trace_flags_type, trace_state_type, format_exception, invalid_span_context, set_value, as_decorator))]
+#[pyo3(signature = (var, runtime, span_key, baggage_key, context_type, span_context_type, trace_flags_type, trace_state_type, format_exception, invalid_span_context, set_value, as_decorator, suppress_keys, readable))]
 #[allow(clippy::too_many_arguments)]
 #[fallback(Err(PyRuntimeError::new_err("honeytrace: could not install the context bridge")))]
 pub fn _install_bridge(
@@ -129,6 +134,8 @@ pub fn _install_bridge(
     invalid_span_context: Py<PyAny>,
     set_value: Py<PyAny>,
     as_decorator: Py<PyAny>,
+    suppress_keys: Vec<Py<PyAny>>,
+    readable: Py<PyAny>,
 ) -> PyResult<()> {
     let empty_trace_state = trace_state_type.bind(py).call0()?.unbind();
     let flags_sampled = trace_flags_type.bind(py).call1((1,))?.unbind();
@@ -197,6 +204,8 @@ pub fn _install_bridge(
             invalid_span_context,
             set_value,
             as_decorator,
+            suppress_keys,
+            readable,
         },
     );
     Ok(())
@@ -316,23 +325,31 @@ impl Bridge {
         })
     }
 
+    /// Whether `ctx` turns instrumentation off (OpenTelemetry's
+    /// `suppress_instrumentation()`, set by SDK exporters around their own requests).
+    pub fn suppressed_in(&self, ctx: &Bound<'_, PyAny>) -> bool {
+        self.suppress_keys.iter().any(|k| {
+            Self::get(ctx, k.bind(ctx.py())).is_some_and(|v| v.is_truthy().unwrap_or(false))
+        })
+    }
+
     /// The current span in `ctx`, if any.
     pub fn span_in<'py>(&self, ctx: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-        Self::get(ctx, &self.span_key)
+        Self::get(ctx, self.span_key.bind(ctx.py()).as_any())
     }
 
     /// The baggage dict in `ctx`, if any.
     pub fn baggage_in<'py>(&self, ctx: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-        Self::get(ctx, &self.baggage_key)
+        Self::get(ctx, self.baggage_key.bind(ctx.py()).as_any())
     }
 
-    fn get<'py>(ctx: &Bound<'py, PyAny>, key: &Py<PyString>) -> Option<Bound<'py, PyAny>> {
+    fn get<'py>(ctx: &Bound<'py, PyAny>, key: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
         let py = ctx.py();
         if let Ok(d) = ctx.cast::<PyDict>() {
-            return d.get_item(key.bind(py)).ok().flatten();
+            return d.get_item(key).ok().flatten();
         }
         let _section = Section::open()?;
-        ctx.call_method1(intern!(py, "get"), (key.bind(py),))
+        ctx.call_method1(intern!(py, "get"), (key,))
             .ok()
             .filter(|v| !v.is_none())
     }

@@ -89,7 +89,8 @@ pub fn suppressed() -> bool {
     SUPPRESSED.with(|s| s.get() > 0)
 }
 
-struct Suppress;
+/// Tracing suppressed on this thread while it lives (see `suppress_tracing`).
+pub struct Suppress;
 
 impl Suppress {
     fn new() -> Self {
@@ -102,6 +103,12 @@ impl Drop for Suppress {
     fn drop(&mut self) {
         SUPPRESSED.with(|s| s.set(s.get().saturating_sub(1)));
     }
+}
+
+/// No span is started on this thread until the value is dropped (user code run by
+/// the engine: hooks, processors).
+pub fn suppress_tracing() -> Suppress {
+    Suppress::new()
 }
 
 /// Permission to run user code: a section (none once the interpreter is exiting)

@@ -336,6 +336,7 @@ impl TraceSpec {
             span = span.for_call(call);
         }
         let span = Py::new(py, span)?;
+        crate::py::span::started(span.bind(py), None);
         let new_bag = self.child_baggage(py, &handle, &incoming, bag.as_ref())?;
         let ctx = b.child(&cur, span.bind(py).as_any(), new_bag.as_ref())?;
         Ok(Some(Begun { span, ctx, handle }))

@@ -9,6 +9,7 @@ use opentelemetry::Key;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::PoisonError;
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +23,52 @@ pub struct BaggageDefaults {
     pub dict: Py<PyDict>,
 }
 
+/// An ordered list of processors and whether it is empty.
+#[derive(Default)]
+pub struct Processors {
+    list: Mutex<Vec<Py<PyAny>>>,
+    active: AtomicBool,
+}
+
+impl Processors {
+    pub const fn new() -> Self {
+        Processors {
+            list: Mutex::new(Vec::new()),
+            active: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn add(&self, p: Py<PyAny>) {
+        let mut l = self.list.lock().unwrap_or_else(PoisonError::into_inner);
+        l.push(p);
+        self.active.store(true, Ordering::Relaxed);
+    }
+
+    /// The processors, in the order they were added (cloned: calls run unlocked).
+    pub fn snapshot(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
+        self.list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|p| p.clone_ref(py))
+            .collect()
+    }
+
+    /// Remove them all (the provider's shutdown), returning them.
+    pub fn take(&self) -> Vec<Py<PyAny>> {
+        self.active.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *self.list.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The global provider's Python span processors: they see the spans of every tracer
+/// (`TracerProvider.add_span_processor`; calls in `processors`).
+pub static GLOBAL_PROCESSORS: Processors = Processors::new();
+
 /// One tracer as the boundary holds it.
 pub struct Handle {
     pub core: Arc<Core>,
@@ -29,6 +76,8 @@ pub struct Handle {
     /// The last baggage dict read and what it held. Every span of a request sees the
     /// same dict object; holding a reference keeps its address from being reused.
     bag_cache: Mutex<Option<(Py<PyDict>, Arc<Incoming>)>>,
+    /// Python span processors added to this tracer's provider.
+    pub processors: Processors,
 }
 
 impl Entry for Handle {
@@ -65,7 +114,14 @@ impl Handle {
             },
             core,
             bag_cache: Mutex::new(None),
+            processors: Processors::new(),
         })
+    }
+
+    /// True when this tracer's spans have Python processors to tell (two relaxed
+    /// loads: the cost of processors for a tracer without any).
+    pub fn has_processors(&self) -> bool {
+        GLOBAL_PROCESSORS.is_active() || self.processors.is_active()
     }
 
     /// The session values in a span's baggage, as shared attribute values.

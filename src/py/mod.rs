@@ -15,6 +15,7 @@ pub mod decorator;
 pub mod handle;
 pub mod otel;
 pub mod parent;
+pub mod processors;
 pub mod propagation;
 pub mod pystr;
 pub mod server;
@@ -74,6 +75,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(propagation::_extract_own, m)?)?;
     m.add_function(wrap_pyfunction!(bridge::_install_bridge, m)?)?;
     m.add_function(wrap_pyfunction!(otel::routing_tracer, m)?)?;
+    m.add_function(wrap_pyfunction!(tracer::_add_span_processor, m)?)?;
+    m.add_function(wrap_pyfunction!(tracer::_span_processors, m)?)?;
     m.add_function(wrap_pyfunction!(tracer::default_tracer_id, m)?)?;
     m.add_function(wrap_pyfunction!(tracer::after_fork_child, m)?)?;
     m.add_function(wrap_pyfunction!(tracer::flush_all, m)?)?;

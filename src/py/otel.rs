@@ -103,6 +103,14 @@ pub fn start_span_in(
         None => b.current(py)?,
     };
     let parent = parent_of(b, &ctx);
+    if b.suppressed_in(&ctx) {
+        // Not recorded; its children and outgoing headers continue the parent.
+        let sc = parent.span_context().cloned();
+        return Ok(PySpan::remote(
+            sc.unwrap_or_else(SpanContext::empty_context),
+            None,
+        ));
+    }
     match parent.tracer(fixed) {
         Some(h) => start_in(&h, scope, &ctx, &parent, opts),
         None => Ok(PySpan::non_recording(SpanContext::empty_context())),
@@ -149,7 +157,7 @@ impl ScopedTracer {
         start_time: Option<&Bound<'_, PyAny>>,
         record_exception: Option<&Bound<'_, PyAny>>,
         set_status_on_exception: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PySpan> {
+    ) -> PyResult<Py<PySpan>> {
         let opts = SpanArgs {
             name,
             kind,
@@ -160,7 +168,10 @@ impl ScopedTracer {
             set_status_on_exception,
         }
         .options();
-        start_span_in(py, &self.scope, self.fixed.as_ref(), context, opts)
+        let span = start_span_in(py, &self.scope, self.fixed.as_ref(), context, opts)?;
+        let span = Bound::new(py, span.keep_after_end())?;
+        crate::py::span::started(&span, context);
+        Ok(span.unbind())
     }
 
     /// OpenTelemetry's `start_as_current_span`: a context manager (and decorator) that
@@ -334,7 +345,8 @@ impl CurrentSpan {
 
     #[fallback(Python::attach(|py| Py::new(py, PySpan::degraded())))]
     fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PySpan>> {
-        let span = Bound::new(py, self.start(py)?)?;
+        let span = Bound::new(py, self.start(py)?.keep_after_end())?;
+        crate::py::span::started(&span, self.args.context.as_ref().map(|c| c.bind(py)));
         let b = bridge(py)?;
         let cur = b.current(py)?;
         let ctx = b.child(&cur, span.as_any(), None)?;

@@ -383,6 +383,7 @@ impl ServerTracing {
             Protocol::Asgi => asgi_attributes(py, d, &method, &path),
         };
         let span = Bound::new(py, start_server_span(py, &handle, &ctx, &method, attrs)?)?;
+        crate::py::span::started(&span, Some(&ctx));
         let child = b.child(&ctx, span.as_any(), None)?;
         Ok(Some(ServerRequest {
             span: span.unbind(),

@@ -3,22 +3,26 @@
 //! registers the class as a virtual subclass so `isinstance(span, trace.Span)` holds.
 
 use crate::engine::diag::{self, COUNTERS};
+use crate::engine::export::prepare::{dedup, kind_name, prepare};
 use crate::engine::keys;
 use crate::engine::span::{ns_to_time, Recording};
 use crate::engine::tracer::Begun;
 use crate::py::boundary::{Degrade, Section};
 use crate::py::bridge::{bridge, from_py_span_context};
 use crate::py::capture::{capture_into, Captured};
-use crate::py::convert::{from_mapping, lenient_ns, lenient_text, to_value};
+use crate::py::convert::{from_mapping, lenient_ns, lenient_text, to_value, value_to_py};
 use crate::py::handle::Handle;
+use crate::py::processors;
 use crate::py::pystr;
-use opentelemetry::trace::{SpanContext, Status};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::KeyValue;
+use opentelemetry_sdk::trace::SpanData;
 use pyo3::exceptions::{PyException, PyGeneratorExit, PyKeyboardInterrupt, PySystemExit};
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyType};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::PyTraverseError;
 use std::borrow::Cow;
 use std::sync::PoisonError;
@@ -33,6 +37,12 @@ struct State {
     rec: Option<Box<Recording>>,
     /// A decorated call's context token (`TraceSpec.enter`), restored by `_done`/`_error`.
     token: Option<Py<PyAny>>,
+    /// Keep the span's data after it ends, for reads then (`ended`): set by a read
+    /// while it records, and for spans started through the OpenTelemetry API. A
+    /// decorated call's span that nobody read keeps nothing (see `conclude`).
+    keep: bool,
+    /// The ended span as exported (stamps applied), when kept.
+    ended: Option<Arc<SpanData>>,
 }
 
 /// How a decorated call's result is captured (`TraceSpec.enter`): the span handle is
@@ -48,6 +58,7 @@ pub struct PySpan {
     inner: Mutex<State>,
     call: Option<CallCapture>,
     pub(crate) sc: SpanContext,
+    kind: SpanKind,
     pub(crate) handle: Option<Arc<Handle>>,
     /// The Python `SpanContext`, made on first use. It cannot refer back to the span,
     /// so it needs no clearing.
@@ -60,8 +71,8 @@ impl Drop for PySpan {
     /// A span garbage-collected without `end()` is ended then (like the SDK's Span).
     fn drop(&mut self) {
         let rec = self.inner.get_mut().map_or(None, |st| st.rec.take());
-        if let (Some(rec), Some(h)) = (rec, self.handle.as_ref()) {
-            diag::shield("span end", || (), || h.core.finish(rec, None));
+        if let Some(rec) = rec {
+            diag::shield("span end", || (), || self.conclude(rec, false, None));
         }
     }
 }
@@ -83,9 +94,10 @@ impl PySpan {
         match begun {
             Begun::Recording(rec) => PySpan {
                 sc: rec.data.span_context.clone(),
+                kind: rec.data.span_kind.clone(),
                 inner: Mutex::new(State {
                     rec: Some(rec),
-                    token: None,
+                    ..State::default()
                 }),
                 call: None,
                 handle: Some(handle),
@@ -109,11 +121,36 @@ impl PySpan {
             inner: Mutex::new(State::default()),
             call: None,
             sc,
+            kind: SpanKind::Internal,
             handle,
             py_sc: Mutex::new(None),
             record_exception: false,
             set_status_on_exception: false,
         }
+    }
+
+    /// An ended span's data as a span handle (what processors' `on_end` reads).
+    fn view(sc: SpanContext, kind: SpanKind, handle: Arc<Handle>, data: Arc<SpanData>) -> Self {
+        PySpan {
+            inner: Mutex::new(State {
+                ended: Some(data),
+                ..State::default()
+            }),
+            call: None,
+            sc,
+            kind,
+            handle: Some(handle),
+            py_sc: Mutex::new(None),
+            record_exception: false,
+            set_status_on_exception: false,
+        }
+    }
+
+    /// Keep the data after the span ends (spans of the OpenTelemetry API: their
+    /// users may read them then, as the SDK's).
+    pub fn keep_after_end(self) -> Self {
+        self.lock().keep = true;
+        self
     }
 
     /// The span as a decorated call's scope (see `CallCapture`).
@@ -146,21 +183,83 @@ impl PySpan {
         }
     }
 
-    pub fn end_at(&self, end: Option<SystemTime>) {
-        // Take the span out first: ending runs the processor, no lock held.
-        let taken = self.lock().rec.take();
-        if let (Some(rec), Some(h)) = (taken, self.handle.as_ref()) {
+    /// The recording and whether to keep it after end, taken out of the state (the
+    /// end runs processors: no lock held then).
+    fn take(&self) -> Option<(Box<Recording>, bool)> {
+        let mut st = self.lock();
+        let keep = st.keep;
+        st.rec.take().map(|r| (r, keep))
+    }
+
+    /// End `rec`: hand it to the tracer and, only when the span is kept or Python
+    /// processors are there, copy it first (stamps applied as at export) for reads
+    /// after end and for the processors' `on_end`.
+    fn conclude(&self, mut rec: Box<Recording>, keep: bool, end: Option<SystemTime>) {
+        let Some(h) = self.handle.as_ref() else {
+            return;
+        };
+        let procs = h.has_processors();
+        if !keep && !procs {
             h.core.finish(rec, end);
+            return;
+        }
+        let end = end.unwrap_or_else(SystemTime::now);
+        rec.data.end_time = end;
+        let mut copy = rec.data.clone();
+        prepare(&mut copy);
+        let copy = Arc::new(copy);
+        h.core.finish(rec, Some(end));
+        if keep {
+            self.lock().ended = Some(copy.clone());
+        }
+        if procs {
+            let view = PySpan::view(self.sc.clone(), self.kind.clone(), h.clone(), copy);
+            Python::attach(|py| match Bound::new(py, view) {
+                Ok(v) => processors::on_end(py, h, v.as_any()),
+                Err(e) => drop(e),
+            });
+        }
+    }
+
+    pub fn end_at(&self, end: Option<SystemTime>) {
+        if let Some((rec, keep)) = self.take() {
+            self.conclude(rec, keep, end);
         }
     }
 
     /// Add attributes then end, under one lock (the decorator's result).
     pub fn end_with(&self, kvs: Vec<KeyValue>) {
-        let taken = self.lock().rec.take();
-        if let (Some(mut rec), Some(h)) = (taken, self.handle.as_ref()) {
+        if let Some((mut rec, keep)) = self.take() {
             rec.set_attributes(kvs);
-            h.core.finish(rec, None);
+            self.conclude(rec, keep, None);
         }
+    }
+
+    /// A `session.id` among attributes other code sets, with the tracer's own session
+    /// (which that id replaces: the session precedence, see `stamp`).
+    fn session_from(
+        &self,
+        kvs: &[KeyValue],
+    ) -> Option<(opentelemetry::Value, opentelemetry::Value)> {
+        let kv = kvs
+            .iter()
+            .rev()
+            .find(|kv| kv.key == keys::OTEL_SESSION_ID)?;
+        let h = self.handle.as_ref()?;
+        Some((kv.value.clone(), h.core.stamper.session_id.clone()))
+    }
+
+    /// The span's data now (a copy while it records, which marks it kept), or as it
+    /// ended when kept; None for a span that records nothing.
+    fn data(&self) -> Option<Arc<SpanData>> {
+        let mut st = self.lock();
+        if let Some(rec) = st.rec.as_deref() {
+            let mut d = rec.data.clone();
+            st.keep = true;
+            dedup(&mut d.attributes);
+            return Some(Arc::new(d));
+        }
+        st.ended.clone()
     }
 
     /// Set several attributes at once (engine-side enrichment).
@@ -345,6 +444,66 @@ fn describe(err: &Bound<'_, PyAny>) -> (String, String) {
     (type_name, described)
 }
 
+/// A span whose session is its tracer's own takes the `session.id` other code set
+/// (`session`: that id and the tracer's session). A session from the caller's baggage
+/// or an explicit one stays (the other id is kept at export, see `prepare`).
+fn adopt(rec: &mut Recording, session: Option<(opentelemetry::Value, opentelemetry::Value)>) {
+    let Some((id, tracers)) = session else {
+        return;
+    };
+    let current = rec
+        .data
+        .attributes
+        .iter()
+        .rev()
+        .find(|kv| kv.key == keys::SESSION_ID)
+        .map(|kv| &kv.value);
+    if current.is_none_or(|c| *c == tracers) {
+        rec.set_attribute(KeyValue::new(keys::SESSION_ID, id));
+    }
+}
+
+/// Tell the Python processors of a new span's tracer (`parent_context`: the context
+/// it was started in, when given).
+pub fn started(span: &Bound<'_, PySpan>, parent_context: Option<&Bound<'_, PyAny>>) {
+    let s = span.get();
+    if let Some(h) = s.handle.as_ref() {
+        if h.has_processors() && s.is_recording_now() {
+            processors::on_start(h, span.as_any(), parent_context);
+        }
+    }
+}
+
+/// `honeytrace._readable.<name>` (handed over with the bridge): the Python objects of
+/// the read half of a span.
+fn readable<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    bridge(py)?.readable.bind(py).getattr(name)
+}
+
+/// `opentelemetry.trace.SpanKind` members by value (read on every request by some
+/// instrumentations: cached).
+fn readable_kinds(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
+    static KINDS: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    KINDS
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(readable(py, "KINDS")?.cast_into::<PyTuple>()?.unbind())
+        })
+        .map(|t| t.bind(py))
+}
+
+fn kvs_dict<'py>(py: Python<'py>, kvs: &[KeyValue]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for kv in kvs {
+        d.set_item(kv.key.as_str(), value_to_py(py, &kv.value)?)?;
+    }
+    Ok(d)
+}
+
+fn time_ns(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 fn qualified_type(ty: &Bound<'_, PyType>) -> String {
     let q = ty.qualname().map(|q| q.to_string()).unwrap_or_default();
     match ty.module().map(|m| m.to_string()) {
@@ -379,14 +538,14 @@ impl PySpan {
     #[fallback(Ok(result.clone().unbind()))]
     fn _done(&self, py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         // One lock for the token and the span (the hot path of every decorated call).
-        let (token, rec) = {
+        let (token, rec, keep) = {
             let mut st = self.lock();
-            (st.token.take(), st.rec.take())
+            (st.token.take(), st.rec.take(), st.keep)
         };
         if let Some(t) = token {
             bridge(py)?.detach(t.bind(py));
         }
-        if let (Some(mut rec), Some(h)) = (rec, self.handle.as_ref()) {
+        if let Some(mut rec) = rec {
             let mut kv = Vec::new();
             // A span that is not a decorated call's ends without capturing `result`.
             let captured = match self.call {
@@ -397,7 +556,7 @@ impl PySpan {
             };
             // The span ends whatever happened while capturing.
             rec.set_attributes(kv);
-            h.core.finish(rec, None);
+            self.conclude(rec, keep, None);
             captured.map_err(PyErr::from)?;
         }
         Ok(result.clone().unbind())
@@ -445,8 +604,12 @@ impl PySpan {
         };
         match to_value(value) {
             Some(v) => {
-                let k = pystr::text(key).into_owned();
-                self.with_span(|s| s.set_attribute(KeyValue::new(k, v)));
+                let kv = KeyValue::new(pystr::text(key).into_owned(), v);
+                let session = self.session_from(std::slice::from_ref(&kv));
+                self.with_span(|s| {
+                    s.set_attribute(kv);
+                    adopt(s, session);
+                });
             }
             None => diag::count(&COUNTERS.attributes_dropped),
         }
@@ -455,7 +618,11 @@ impl PySpan {
     fn set_attributes(&self, attributes: &Bound<'_, PyAny>) {
         let mut kvs = Vec::new();
         from_mapping(attributes, &mut kvs);
-        self.with_span(|s| s.set_attributes(kvs));
+        let session = self.session_from(&kvs);
+        self.with_span(|s| {
+            s.set_attributes(kvs);
+            adopt(s, session);
+        });
     }
 
     #[pyo3(signature = (name, attributes=None, timestamp=None))]
@@ -547,6 +714,191 @@ impl PySpan {
             }
         }
         self.end_at(None);
+    }
+
+    // -- The read half of the SDK's span (`opentelemetry.sdk.trace.ReadableSpan`), for
+    // instrumentations and processors. Nothing here runs unless someone reads.
+
+    #[getter]
+    fn name(&self) -> String {
+        if let Some(rec) = self.lock().rec.as_deref() {
+            return rec.data.name.to_string();
+        }
+        self.data().map(|d| d.name.to_string()).unwrap_or_default()
+    }
+
+    #[getter]
+    fn kind(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let i = match self.kind {
+            SpanKind::Internal => 0,
+            SpanKind::Server => 1,
+            SpanKind::Client => 2,
+            SpanKind::Producer => 3,
+            SpanKind::Consumer => 4,
+        };
+        Ok(readable_kinds(py)?.get_item(i)?.unbind())
+    }
+
+    #[getter]
+    fn context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.get_span_context(py)
+    }
+
+    #[getter]
+    fn parent(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let Some(d) = self.data() else {
+            return Ok(None);
+        };
+        if d.parent_span_id == SpanId::INVALID {
+            return Ok(None);
+        }
+        let sc = SpanContext::new(
+            self.sc.trace_id(),
+            d.parent_span_id,
+            self.sc.trace_flags(),
+            d.parent_span_is_remote,
+            self.sc.trace_state().clone(),
+        );
+        Ok(Some(bridge(py)?.to_py_span_context(py, &sc)?.unbind()))
+    }
+
+    #[getter]
+    fn start_time(&self) -> Option<u64> {
+        if let Some(rec) = self.lock().rec.as_deref() {
+            return Some(time_ns(rec.data.start_time));
+        }
+        self.data().map(|d| time_ns(d.start_time))
+    }
+
+    /// None while the span records.
+    #[getter]
+    fn end_time(&self) -> Option<u64> {
+        if self.is_recording_now() {
+            return None;
+        }
+        self.data().map(|d| time_ns(d.end_time))
+    }
+
+    /// A read-only mapping; the last value set for a key is the one read.
+    #[getter]
+    fn attributes(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let d = self.data();
+        let attrs = kvs_dict(py, d.as_ref().map_or(&[][..], |d| &d.attributes[..]))?;
+        Ok(readable(py, "attributes")?.call1((attrs,))?.unbind())
+    }
+
+    #[getter]
+    fn events(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let list = PyList::empty(py);
+        if let Some(d) = self.data() {
+            for e in d.events.iter() {
+                list.append((
+                    e.name.as_ref(),
+                    time_ns(e.timestamp),
+                    kvs_dict(py, &e.attributes)?,
+                    e.dropped_attributes_count,
+                ))?;
+            }
+        }
+        Ok(readable(py, "events")?.call1((list,))?.unbind())
+    }
+
+    #[getter]
+    fn links(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let list = PyList::empty(py);
+        if let Some(d) = self.data() {
+            let b = bridge(py)?;
+            for l in d.links.iter() {
+                list.append((
+                    b.to_py_span_context(py, &l.span_context)?,
+                    kvs_dict(py, &l.attributes)?,
+                    l.dropped_attributes_count,
+                ))?;
+            }
+        }
+        Ok(readable(py, "links")?.call1((list,))?.unbind())
+    }
+
+    #[getter]
+    fn status(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let (code, description) = match self.data().map(|d| d.status.clone()) {
+            Some(Status::Ok) => (1, None),
+            Some(Status::Error { description }) => (2, Some(description.to_string())),
+            _ => (0, None),
+        };
+        Ok(readable(py, "status")?.call1((code, description))?.unbind())
+    }
+
+    #[getter]
+    fn resource(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let attrs = PyDict::new(py);
+        let mut id = 0;
+        if let Some(h) = self.handle.as_ref() {
+            id = h.core.id;
+            for (k, v) in &h.core.resource {
+                attrs.set_item(k.as_str(), value_to_py(py, v)?)?;
+            }
+        }
+        Ok(readable(py, "resource")?.call1((id, attrs))?.unbind())
+    }
+
+    #[getter]
+    fn instrumentation_scope(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let scope = self.data().map(|d| d.instrumentation_scope.clone());
+        let (name, version, schema, attrs) = match &scope {
+            Some(s) => (
+                s.name().to_string(),
+                s.version().map(str::to_string),
+                s.schema_url().map(str::to_string),
+                kvs_dict(py, &s.attributes().cloned().collect::<Vec<_>>())?,
+            ),
+            None => (String::new(), None, None, PyDict::new(py)),
+        };
+        Ok(readable(py, "scope")?
+            .call1((name, version, schema, attrs))?
+            .unbind())
+    }
+
+    /// The SDK's older name for `instrumentation_scope`.
+    #[getter]
+    fn instrumentation_info(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.instrumentation_scope(py)
+    }
+
+    #[getter]
+    fn dropped_attributes(&self) -> u64 {
+        self.data()
+            .map_or(0, |d| u64::from(d.dropped_attributes_count))
+    }
+
+    #[getter]
+    fn dropped_events(&self) -> u64 {
+        self.data().map_or(0, |d| u64::from(d.events.dropped_count))
+    }
+
+    #[getter]
+    fn dropped_links(&self) -> u64 {
+        self.data().map_or(0, |d| u64::from(d.links.dropped_count))
+    }
+
+    /// The SDK's `ReadableSpan.to_json`.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn to_json(
+        slf: &Bound<'_, Self>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let mut items = vec![slf.as_any().clone()];
+        items.extend(args.iter());
+        let all = PyTuple::new(py, items)?;
+        Ok(readable(py, "to_json")?.call(all, kwargs)?.unbind())
+    }
+
+    /// The kind's OpenTelemetry name (`SERVER`, ...), for `honeytrace/_readable.py`.
+    #[getter]
+    fn _kind_name(&self) -> String {
+        kind_name(&self.kind).to_string()
     }
 
     /// The id of the honeytrace tracer that owns this span (None if not recording).

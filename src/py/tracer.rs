@@ -16,7 +16,7 @@ use crate::py::boundary::invalid_argument;
 use crate::py::capture::to_json;
 use crate::py::config::raw_kwargs;
 use crate::py::convert::value_to_py;
-use crate::py::handle::{default_handle, Handle, REGISTRY};
+use crate::py::handle::{default_handle, Handle, Processors, GLOBAL_PROCESSORS, REGISTRY};
 use crate::py::otel::{scope_of, ScopedTracer};
 use opentelemetry::trace::Status;
 use opentelemetry::KeyValue;
@@ -80,6 +80,7 @@ fn stats_dict<'py>(py: Python<'py>, h: &Handle) -> PyResult<Bound<'py, PyDict>> 
         ("internal_errors", &c.internal_errors),
         ("values_unconvertible", &c.values_unconvertible),
         ("redaction_errors", &c.redaction_errors),
+        ("processor_errors", &c.processor_errors),
         ("context_detach_errors", &c.context_detach_errors),
         ("invalid_arguments", &c.invalid_arguments),
         ("log_records_dropped", &c.log_records_dropped),
@@ -514,4 +515,58 @@ pub fn shutdown_all(py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> bool 
 #[honeytrace_macros::function]
 pub fn uuid4() -> String {
     ids::uuid4()
+}
+
+// ---------------------------------------------------------------------------------
+// Python span processors (`TracerProvider.add_span_processor`; calls in `processors`)
+
+fn list_of(tracer: Option<&Bound<'_, PyAny>>) -> Option<ListRef> {
+    match tracer.filter(|t| !t.is_none()) {
+        None => Some(ListRef::Global),
+        Some(t) => handle_of(Some(t)).map(ListRef::Tracer),
+    }
+}
+
+enum ListRef {
+    Global,
+    Tracer(Arc<Handle>),
+}
+
+impl ListRef {
+    fn get(&self) -> &Processors {
+        match self {
+            ListRef::Global => &GLOBAL_PROCESSORS,
+            ListRef::Tracer(h) => &h.processors,
+        }
+    }
+}
+
+/// Add a Python span processor to a tracer (`tracer`: its `TracerCore`), or to the
+/// global provider (None: every tracer's spans).
+#[honeytrace_macros::function]
+#[pyo3(signature = (tracer, processor))]
+pub fn _add_span_processor(tracer: Option<&Bound<'_, PyAny>>, processor: Py<PyAny>) -> bool {
+    match list_of(tracer) {
+        Some(l) => {
+            l.get().add(processor);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The processors of a tracer or of the global provider; `remove`: and take them off
+/// (the provider's shutdown).
+#[honeytrace_macros::function]
+#[pyo3(signature = (tracer, remove=false))]
+pub fn _span_processors(
+    py: Python<'_>,
+    tracer: Option<&Bound<'_, PyAny>>,
+    remove: bool,
+) -> Vec<Py<PyAny>> {
+    match list_of(tracer) {
+        Some(l) if remove => l.get().take(),
+        Some(l) => l.get().snapshot(py),
+        None => Vec::new(),
+    }
 }

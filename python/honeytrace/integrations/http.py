@@ -14,15 +14,17 @@ ids never reach third-party APIs.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from .. import _core, _registry
+from .. import _compat, _core, _registry
+from .._log import logger
 from .._registry import TracerLike
 from .._wrappers import attach, restore
 from ._common import active_tracer, record_error
@@ -78,7 +80,7 @@ def _client_attrs(method: str, url: str) -> tuple[dict[str, Any], str]:
 class _Call:
     """One outgoing request: the CLIENT span, its context, the headers to add."""
 
-    def __init__(self, method: str, url: str) -> None:
+    def __init__(self, method: str, url: str, library: str) -> None:
         self.span: Optional[trace.Span] = None
         self.token: Any = None
         self.headers: dict[str, str] = {}
@@ -87,8 +89,17 @@ class _Call:
         if tracer is None:
             return
         attrs, host = _client_attrs(method, url)
+        current = context.get_current()
+        if _suppressed(current) or _contrib_active(library):
+            # Another instrumentation traces this request (or an outer hop of ours:
+            # requests sends each redirect through here), or none may: no span, no
+            # headers; a host outside baggage_hosts still gets no baggage.
+            self.baggage = baggage_allowed(host, tracer)
+            return
         self.span = tracer.tracer.start_span(method, None, SpanKind.CLIENT, attrs)
-        ctx = trace.set_span_in_context(self.span)
+        # The libraries below (urllib3, httpcore) are the same request: an HTTP
+        # instrumentation of theirs steps aside, as under the contrib instrumentors.
+        ctx = context.set_value(_HTTP_KEY, True, trace.set_span_in_context(self.span, current))
         self.token = attach(ctx)
         self.baggage = baggage_allowed(host, tracer)
         _core.inject(self.headers, ctx, tracer, self.baggage)
@@ -107,6 +118,50 @@ class _Call:
                 span.set_attribute("error.type", str(status))
                 span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
         span.end()
+
+
+_SUPPRESS_KEYS = tuple(_compat.suppress_keys())
+_HTTP_KEY = _compat.http_suppress_key()
+
+
+def _suppressed(ctx: Any) -> bool:
+    """Instrumentation turned off here (``suppress_instrumentation()``, as SDK
+    exporters do around their own requests), or HTTP instrumentation (an outer HTTP
+    instrumentation already traces this request)."""
+    get = ctx.get
+    return bool(get(_HTTP_KEY)) or any(get(k) for k in _SUPPRESS_KEYS)
+
+
+#: library -> (module of its OpenTelemetry contrib instrumentor, class name)
+_CONTRIB = {
+    "requests": ("opentelemetry.instrumentation.requests", "RequestsInstrumentor"),
+    "httpx": ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
+}
+_stepped_aside: set[str] = set()
+
+
+def _contrib_active(library: str) -> bool:
+    """Whether OpenTelemetry's contrib instrumentor of ``library`` is on: then it makes
+    the CLIENT span and injects the headers (through honeytrace's provider and the
+    global propagator), and honeytrace steps aside, saying so once."""
+    module_name, cls_name = _CONTRIB[library]
+    module = sys.modules.get(module_name)
+    if module is None:
+        return False
+    try:
+        active = bool(getattr(module, cls_name)().is_instrumented_by_opentelemetry)
+    except Exception:  # an instrumentor we do not know the shape of: do our job
+        return False
+    if active and library not in _stepped_aside:
+        _stepped_aside.add(library)
+        logger.info(
+            "instrument_http: OpenTelemetry's %s instrumentor is active; honeytrace leaves "
+            "%s requests to it (one CLIENT span per request, headers from the global "
+            "propagator)",
+            cls_name,
+            library,
+        )
+    return active
 
 
 def _strip_baggage(request: Any) -> None:
@@ -143,12 +198,12 @@ def _patch(key: str, owner: Any, name: str, wrapper: Callable[..., Any]) -> None
     setattr(owner, name, wrapper(original))
 
 
-def _wrap_send(send: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_send(send: Callable[..., Any], library: str) -> Callable[..., Any]:
     """A traced ``send(self, request, **kwargs)``: ``requests.Session.send`` and
     ``httpx.Client.send`` have the same shape (method, url, headers, status_code)."""
 
     def traced_send(self: Any, request: Any, **kwargs: Any) -> Any:
-        call = _Call(str(request.method), str(request.url))
+        call = _Call(str(request.method), str(request.url), library)
         _set_headers(request, call)
         try:
             response = send(self, request, **kwargs)
@@ -167,7 +222,7 @@ def _requests() -> bool:
     except ImportError:
         return False
 
-    _patch("requests", requests.Session, "send", _wrap_send)
+    _patch("requests", requests.Session, "send", lambda f: _wrap_send(f, "requests"))
     return True
 
 
@@ -179,7 +234,7 @@ def _httpx() -> bool:
 
     def wrap_async(send: Callable[..., Any]) -> Callable[..., Any]:
         async def traced_send(self: Any, request: Any, **kwargs: Any) -> Any:
-            call = _Call(str(request.method), str(request.url))
+            call = _Call(str(request.method), str(request.url), "httpx")
             _set_headers(request, call)
             try:
                 response = await send(self, request, **kwargs)
@@ -191,7 +246,7 @@ def _httpx() -> bool:
 
         return traced_send
 
-    _patch("httpx", httpx.Client, "send", _wrap_send)
+    _patch("httpx", httpx.Client, "send", lambda f: _wrap_send(f, "httpx"))
     _patch("httpx-async", httpx.AsyncClient, "send", wrap_async)
     for key, owner in (("httpx-hop", httpx.Client), ("httpx-async-hop", httpx.AsyncClient)):
         if hasattr(owner, "_send_single_request"):

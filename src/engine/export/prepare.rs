@@ -3,7 +3,8 @@
 //! copies, the event type when absent, and `honeyhive_duration_ms`.
 
 use crate::engine::keys::{
-    DURATION_MS, EVENT_TYPE, OTEL_SESSION_ID, TL_PARENT_ID, TL_PROJECT, TL_SESSION_ID, TL_SOURCE,
+    DURATION_MS, EVENT_TYPE, FRAMEWORK_SESSION_ID, OTEL_SESSION_ID, TL_PARENT_ID, TL_PROJECT,
+    TL_SESSION_ID, TL_SOURCE,
 };
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Key, KeyValue, Value};
@@ -72,6 +73,7 @@ pub fn prepare(span: &mut SpanData) {
     dedup(&mut span.attributes);
     let attrs = &span.attributes;
     let (mut sid, mut project, mut source, mut parent) = (None, None, None, None);
+    let mut otel_sid_at = None;
     let (mut otel_sid, mut tl_sid, mut tl_project, mut tl_source, mut tl_parent) =
         (false, false, false, false, false);
     let (mut event_type, mut duration, mut any_raw, mut llm) = (false, false, false, false);
@@ -82,7 +84,10 @@ pub fn prepare(span: &mut SpanData) {
             "honeyhive.project" => project = Some(i),
             "honeyhive.source" => source = Some(i),
             "honeyhive.parent_id" => parent = Some(i),
-            "session.id" => otel_sid = true,
+            "session.id" => {
+                otel_sid = true;
+                otel_sid_at = Some(i);
+            }
             "traceloop.association.properties.session_id" => tl_sid = true,
             "traceloop.association.properties.project" => tl_project = true,
             "traceloop.association.properties.source" => tl_source = true,
@@ -101,6 +106,15 @@ pub fn prepare(span: &mut SpanData) {
         }
     }
     let mut extra: Vec<KeyValue> = Vec::with_capacity(7);
+    // A `session.id` other code set that is not the span's session (the caller's, or
+    // an explicit one): the session wins, the other id is kept under another key.
+    let mut fix_sid = None;
+    if let (Some(s), Some(o)) = (sid, otel_sid_at) {
+        if attrs[s].value != attrs[o].value {
+            fix_sid = Some((o, attrs[s].value.clone()));
+            extra.push(KeyValue::new(FRAMEWORK_SESSION_ID, attrs[o].value.clone()));
+        }
+    }
     let twin = |extra: &mut Vec<KeyValue>, idx: Option<usize>, present: bool, key: &Key| {
         if let (Some(i), false) = (idx, present) {
             extra.push(KeyValue::new(key.clone(), attrs[i].value.clone()));
@@ -134,6 +148,9 @@ pub fn prepare(span: &mut SpanData) {
             .duration_since(span.start_time)
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         extra.push(KeyValue::new(DURATION_MS, ms));
+    }
+    if let Some((o, session)) = fix_sid {
+        span.attributes[o].value = session;
     }
     span.attributes.extend(extra);
 }

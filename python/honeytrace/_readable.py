@@ -1,0 +1,218 @@
+"""The read half of a honeytrace span, as the OpenTelemetry SDK's objects.
+
+The engine's span (``_core.Span``) answers ``name``, ``kind``, ``attributes``,
+``events``, ``links``, ``status``, ``resource``, ``instrumentation_scope`` and the rest
+of ``opentelemetry.sdk.trace.ReadableSpan`` with the functions here. When the SDK is
+installed the values are the SDK's own classes (``Event``, ``Resource``,
+``InstrumentationScope``, ``ReadableSpan`` for processors), so SDK processors and
+exporters read honeytrace spans as theirs; without the SDK, small classes with the
+same attributes stand in. Nothing here runs unless someone reads a span.
+"""
+
+from __future__ import annotations
+
+import json
+from types import MappingProxyType
+from typing import Any, Optional
+
+from opentelemetry import trace
+from opentelemetry.trace.status import Status, StatusCode
+
+try:  # the SDK is optional: honeytrace needs only opentelemetry-api
+    from opentelemetry.sdk import resources as _sdk_resources
+    from opentelemetry.sdk import trace as _sdk_trace
+    from opentelemetry.sdk.util import instrumentation as _sdk_instrumentation
+except ImportError:  # pragma: no cover - exercised by the no-SDK test
+    _sdk_trace = None  # type: ignore[assignment]
+    _sdk_resources = None  # type: ignore[assignment]
+    _sdk_instrumentation = None  # type: ignore[assignment]
+
+#: ``SpanKind`` members by their value (the engine's order).
+KINDS = tuple(trace.SpanKind(i) for i in range(5))
+
+_STATUS = (StatusCode.UNSET, StatusCode.OK, StatusCode.ERROR)
+
+
+class Event:
+    """An event of a span (the SDK's ``Event`` when the SDK is not installed)."""
+
+    __slots__ = ("_attributes", "_name", "_timestamp", "dropped_attributes")
+
+    def __init__(self, name: str, attributes: Any, timestamp: int, dropped: int = 0) -> None:
+        self._name = name
+        self._attributes = attributes
+        self._timestamp = timestamp
+        self.dropped_attributes = dropped
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def attributes(self) -> Any:
+        return self._attributes
+
+    @property
+    def timestamp(self) -> int:
+        return self._timestamp
+
+    def __repr__(self) -> str:
+        return f"Event(name={self._name!r}, timestamp={self._timestamp})"
+
+
+class _Resource:
+    """A resource (the SDK's ``Resource`` when the SDK is not installed)."""
+
+    __slots__ = ("attributes", "schema_url")
+
+    def __init__(self, attributes: Any, schema_url: str = "") -> None:
+        self.attributes = attributes
+        self.schema_url = schema_url
+
+    def to_json(self, indent: Optional[int] = 4) -> str:
+        return json.dumps(
+            {"attributes": dict(self.attributes), "schema_url": self.schema_url}, indent=indent
+        )
+
+
+class _Scope:
+    """An instrumentation scope (the SDK's when the SDK is not installed)."""
+
+    __slots__ = ("attributes", "name", "schema_url", "version")
+
+    def __init__(
+        self, name: str, version: Optional[str], schema_url: Optional[str], attributes: Any
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.schema_url = schema_url or ""
+        self.attributes = attributes
+
+
+def attributes(values: dict[str, Any]) -> Any:
+    """A read-only mapping, as the SDK's attributes of an ended span."""
+    return MappingProxyType(values)
+
+
+def events(items: list[tuple[str, int, dict[str, Any], int]]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for name, timestamp, attrs, dropped in items:
+        if _sdk_trace is not None:
+            out.append(_sdk_trace.Event(name, MappingProxyType(attrs), timestamp))
+        else:
+            out.append(Event(name, MappingProxyType(attrs), timestamp, dropped))
+    return tuple(out)
+
+
+def links(items: list[tuple[Any, dict[str, Any], int]]) -> tuple[trace.Link, ...]:
+    return tuple(trace.Link(ctx, MappingProxyType(attrs)) for ctx, attrs, _dropped in items)
+
+
+def status(code: int, description: Optional[str]) -> Status:
+    return Status(_STATUS[code], description)
+
+
+_resources: dict[int, Any] = {}
+
+
+def resource(tracer_id: int, attrs: dict[str, Any]) -> Any:
+    """The tracer's resource, made once per tracer."""
+    found = _resources.get(tracer_id)
+    if found is None:
+        if _sdk_resources is not None:
+            found = _sdk_resources.Resource(attrs)
+        else:
+            found = _Resource(MappingProxyType(attrs))
+        _resources[tracer_id] = found
+    return found
+
+
+_scopes: dict[Any, Any] = {}
+
+
+def scope(
+    name: str, version: Optional[str], schema_url: Optional[str], attrs: dict[str, Any]
+) -> Any:
+    key: Any = (name, version, schema_url, tuple(sorted(attrs.items(), key=lambda kv: kv[0])))
+    try:
+        found = _scopes.get(key)
+    except TypeError:  # an unhashable (list) attribute value
+        key, found = None, None
+    if found is None:
+        if _sdk_instrumentation is not None:
+            found = _sdk_instrumentation.InstrumentationScope(
+                name, version, schema_url, attrs or None
+            )
+        else:
+            found = _Scope(name, version, schema_url, MappingProxyType(attrs))
+        if key is not None and len(_scopes) < 1024:
+            _scopes[key] = found
+    return found
+
+
+def readable(span: Any) -> Any:
+    """What processors' ``on_end`` receive: the SDK's ``ReadableSpan`` for an ended
+    honeytrace span (the span itself when the SDK is not installed)."""
+    if _sdk_trace is None:
+        return span
+    return _sdk_trace.ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=span.attributes,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def to_json(span: Any, indent: Any = 4) -> str:
+    """The SDK's ``ReadableSpan.to_json`` for a honeytrace span. An ``indent`` that is
+    not a small integer (or None) is an invalid argument: the default is used."""
+    if indent is not None and (
+        not isinstance(indent, int) or isinstance(indent, bool) or not 0 <= indent <= 64
+    ):
+        from . import _core
+
+        _core._invalid_argument("Span.to_json")
+        indent = 4
+    if _sdk_trace is not None:
+        return str(readable(span).to_json(indent=indent))
+    ctx = span.context
+    parent = span.parent
+    st = span.status
+    out = {
+        "name": span.name,
+        "context": {
+            "trace_id": f"0x{ctx.trace_id:032x}",
+            "span_id": f"0x{ctx.span_id:016x}",
+            "trace_state": repr(ctx.trace_state),
+        },
+        "kind": str(span.kind),
+        "parent_id": None if parent is None else f"0x{parent.span_id:016x}",
+        "start_time": span.start_time,
+        "end_time": span.end_time,
+        "status": {"status_code": st.status_code.name, "description": st.description},
+        "attributes": dict(span.attributes),
+        "events": [
+            {"name": e.name, "timestamp": e.timestamp, "attributes": dict(e.attributes)}
+            for e in span.events
+        ],
+        "links": [
+            {
+                "context": {
+                    "trace_id": f"0x{lk.context.trace_id:032x}",
+                    "span_id": f"0x{lk.context.span_id:016x}",
+                },
+                "attributes": dict(lk.attributes or {}),
+            }
+            for lk in span.links
+        ],
+        "resource": {"attributes": dict(span.resource.attributes), "schema_url": ""},
+    }
+    return json.dumps(out, indent=indent)
