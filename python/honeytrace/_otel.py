@@ -41,6 +41,23 @@ class TracerProvider(trace.TracerProvider):
             rust = self._core.tracer(name, instrumenting_library_version, schema_url, attributes)
         return rust  # type: ignore[return-value]
 
+    @property
+    def resource(self) -> Any:
+        """The tracer's resource (the default tracer's for the global provider), as the
+        SDK's ``Resource`` when the SDK is installed (the logging instrumentor reads
+        ``service.name`` from it)."""
+        from . import _readable
+
+        from . import _registry
+
+        core = self._core
+        if core is None:
+            default = _registry.default()
+            core = default._core if default is not None else None
+        if core is None:
+            return _readable.resource(0, {})
+        return _readable.resource(core.id, dict(core.resource()))
+
     def add_span_processor(self, span_processor: Any) -> None:
         """Add an OpenTelemetry SDK ``SpanProcessor`` (or any object with its methods).
 

@@ -30,7 +30,9 @@ from .._wrappers import attach, restore
 from ._common import active_tracer, record_error
 
 _lock = threading.Lock()
-_patched: dict[str, tuple[Any, str, Callable[..., Any]]] = {}
+_patched: dict[str, tuple[Any, str, Callable[..., Any], Callable[..., Any]]] = {}
+# Wrappers of ours left in place under someone else's after uninstrument_http().
+_passthrough: set[Callable[..., Any]] = set()
 _hosts: Optional[tuple[str, ...]] = None  # instrument_http(baggage_hosts=); None: not set
 _tracer: Optional[TracerLike] = None
 
@@ -183,6 +185,8 @@ def _hop_guard(send_single: Callable[..., Any]) -> Callable[..., Any]:
     outside baggage_hosts loses its baggage there."""
 
     def guarded(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if guarded in _passthrough:
+            return send_single(self, request, *args, **kwargs)
         if not baggage_allowed(str(request.url.host or ""), active_tracer(_tracer)):
             _strip_baggage(request)
         return send_single(self, request, *args, **kwargs)
@@ -194,8 +198,9 @@ def _patch(key: str, owner: Any, name: str, wrapper: Callable[..., Any]) -> None
     if key in _patched:
         return
     original = getattr(owner, name)
-    _patched[key] = (owner, name, original)
-    setattr(owner, name, wrapper(original))
+    ours = wrapper(original)
+    _patched[key] = (owner, name, original, ours)
+    setattr(owner, name, ours)
 
 
 def _wrap_send(send: Callable[..., Any], library: str) -> Callable[..., Any]:
@@ -203,6 +208,8 @@ def _wrap_send(send: Callable[..., Any], library: str) -> Callable[..., Any]:
     ``httpx.Client.send`` have the same shape (method, url, headers, status_code)."""
 
     def traced_send(self: Any, request: Any, **kwargs: Any) -> Any:
+        if traced_send in _passthrough:
+            return send(self, request, **kwargs)
         call = _Call(str(request.method), str(request.url), library)
         _set_headers(request, call)
         try:
@@ -234,6 +241,8 @@ def _httpx() -> bool:
 
     def wrap_async(send: Callable[..., Any]) -> Callable[..., Any]:
         async def traced_send(self: Any, request: Any, **kwargs: Any) -> Any:
+            if traced_send in _passthrough:
+                return await send(self, request, **kwargs)
             call = _Call(str(request.method), str(request.url), "httpx")
             _set_headers(request, call)
             try:
@@ -281,8 +290,13 @@ def uninstrument_http() -> None:
     """Undo :func:`instrument_http`."""
     global _hosts, _tracer
     with _lock:
-        for owner, name, original in _patched.values():
-            setattr(owner, name, original)
+        for owner, name, original, ours in _patched.values():
+            # Another wrapper put on top of ours (an OpenTelemetry instrumentor
+            # enabled later) stays: ours, below it, then only passes calls through.
+            if owner.__dict__.get(name) is ours:
+                setattr(owner, name, original)
+            else:
+                _passthrough.add(ours)
         _patched.clear()
         _hosts = None
         _tracer = None
