@@ -279,6 +279,30 @@ def run_async(args: argparse.Namespace, report: list[str], plot: dict[str, Any])
     plot["3. async, 1000 concurrent tasks"] = rows
 
 
+PROCESSOR_CONTENDERS = [
+    "honeytrace",
+    "honeytrace + SDK processor",
+    "opentelemetry-sdk",
+    "opentelemetry-sdk + SDK processor",
+]
+
+
+def run_processor(args: argparse.Namespace, report: list[str]) -> None:
+    print("[processor]", flush=True)
+    with sink() as url:
+        res = interleaved("trivial", PROCESSOR_CONTENDERS, url, args.rounds)
+    rows = overhead_table(res)
+    table = fmt_rows(rows, "µs", "added per call")
+    print(table + "\n")
+    report.append(
+        "### A Python span processor added to the provider\n\n"
+        "The trivial function of scenario 1, with and without one OpenTelemetry SDK"
+        " `SimpleSpanProcessor` (its exporter does nothing) added with"
+        " `provider.add_span_processor`; each contender still exports to the local OTLP"
+        f" receiver.\n\n{table}\n"
+    )
+
+
 def run_propagation(args: argparse.Namespace, report: list[str]) -> None:
     contenders = ["honeytrace", "opentelemetry-sdk", "honeyhive-1.7.0"]
     with sink() as url:
@@ -614,6 +638,8 @@ def main() -> None:
         run_decorator("2. three arguments and a dict return captured", "args", args, report, plot)
     if want("async"):
         run_async(args, report, plot)
+    if want("processor"):
+        run_processor(args, report)
     if want("propagation"):
         report.append("### 4. Propagation\n")
         run_propagation(args, report)

@@ -89,6 +89,7 @@ def setup_honeytrace() -> dict[str, Any]:
         "inject": lambda: honeytrace.inject_context_into_carrier({}, tracer),
         "tracer": tracer,
         "celery": celery_toggles_honeytrace,
+        "provider": tracer.provider,
     }
 
 
@@ -139,6 +140,7 @@ def setup_otel() -> dict[str, Any]:
         "inject": inject,
         "tracer": tracer,
         "celery": lambda: celery_toggles_otel(provider),
+        "provider": provider,
     }
 
 
@@ -193,8 +195,32 @@ def setup_langfuse() -> dict[str, Any]:
     }
 
 
+def with_processor(setup: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """``setup`` plus one SDK ``SimpleSpanProcessor`` whose exporter does nothing: the
+    cost of a Python span processor added to the provider."""
+
+    def made() -> dict[str, Any]:
+        from opentelemetry.sdk.trace.export import (
+            SimpleSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        class Nothing(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        c = setup()
+        c["provider"].add_span_processor(SimpleSpanProcessor(Nothing()))
+        return c
+
+    return made
+
+
 SETUPS = {
     "honeytrace": setup_honeytrace,
+    "honeytrace + SDK processor": with_processor(setup_honeytrace),
+    "opentelemetry-sdk + SDK processor": with_processor(setup_otel),
     "opentelemetry-sdk": setup_otel,
     "honeyhive-1.7.0": setup_honeyhive,
     "langfuse": setup_langfuse,

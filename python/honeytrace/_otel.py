@@ -46,9 +46,7 @@ class TracerProvider(trace.TracerProvider):
         """The tracer's resource (the default tracer's for the global provider), as the
         SDK's ``Resource`` when the SDK is installed (the logging instrumentor reads
         ``service.name`` from it)."""
-        from . import _readable
-
-        from . import _registry
+        from . import _readable, _registry
 
         core = self._core
         if core is None:
