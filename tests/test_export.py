@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -453,3 +455,57 @@ def test_a_span_larger_than_batch_bytes_goes_alone(receiver: Receiver, make_trac
     assert len(receiver.delivered()) == 3  # one request each, none refused
     assert t.stats()["exported"] == 3
     assert t.stats()["dropped"] == 0
+
+
+def test_an_exporter_list_sends_everywhere(
+    receiver: Receiver,
+    make_tracer: Make,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """``exporter="otlp,file"`` and ``OTEL_TRACES_EXPORTER=console,otlp``: the collector
+    gets every span, and the file and the console a copy; what a span counts as is the
+    OTLP outcome."""
+    path = tmp_path / "copy.jsonl"
+    t = make_tracer(
+        otlp_endpoint=receiver.url, exporter="otlp,file", file_path=str(path), project="p"
+    )
+    assert t.mode == "otlp" and str(path) in t.destination
+    for i in range(3):
+        with t.start_as_current_span(f"span-{i}"):
+            pass
+    assert t.flush(10)
+    got = {s["name"] for s in receiver.wait_for_spans(3)}
+    assert got == {"span-0", "span-1", "span-2"}
+    lines = [json.loads(ln) for ln in path.read_text().splitlines()]
+    in_file = {
+        s["name"]
+        for ln in lines
+        for rs in ln["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for s in ss["spans"]
+    }
+    assert in_file == got
+    st = t.stats()
+    assert st["exported"] == 3 and st["copies_failed"] == 0
+    t.shutdown()
+
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console,otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.traces_url)
+    u = make_tracer(project="p")
+    assert u.mode == "otlp" and "console" in u.destination
+    with u.start_as_current_span("to-both"):
+        pass
+    assert u.flush(10)
+    assert "to-both" in {s["name"] for s in receiver.wait_for_spans(4)}
+    u.shutdown()
+    assert "to-both" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("exporter", ["memory,console", "none,file", "otlp,bogus", ""])
+def test_an_exporter_list_that_cannot_work_is_a_configuration_error(
+    make_tracer: Make, exporter: str
+) -> None:
+    with pytest.raises(ValueError, match="exporter"):
+        make_tracer(project="p", exporter=exporter, otlp_endpoint="http://127.0.0.1:9")

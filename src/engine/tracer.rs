@@ -3,6 +3,7 @@
 
 use crate::engine::config::{Config, ExporterKind, Mode, Secret};
 use crate::engine::export::console::ConsoleExporter;
+use crate::engine::export::fanout::FanOut;
 use crate::engine::export::file::FileExporter;
 use crate::engine::export::http::shown_url;
 use crate::engine::export::otlp::{OtlpExporter, OtlpSettings};
@@ -60,10 +61,32 @@ fn build_resource(cfg: &Config) -> Resource {
     Resource::builder_empty().with_attributes(attrs).build()
 }
 
+/// The exporter of `cfg.exporter`, with the others of an exporter list (`file`,
+/// `console`) getting copies of its batches.
 fn exporter_factory(cfg: &Config, resource: &Resource) -> ExporterFactory {
+    let main = one_exporter(cfg.exporter, cfg, resource);
+    if cfg.extra_exporters.is_empty() {
+        return main;
+    }
+    let others: Vec<ExporterFactory> = cfg
+        .extra_exporters
+        .iter()
+        .map(|k| one_exporter(*k, cfg, resource))
+        .collect();
+    Arc::new(move || {
+        let (exporter, client) = main();
+        let copies = others.iter().map(|f| f().0).collect();
+        (
+            Box::new(FanOut::new(exporter, copies)) as Box<dyn Exporter>,
+            client,
+        )
+    })
+}
+
+fn one_exporter(kind: ExporterKind, cfg: &Config, resource: &Resource) -> ExporterFactory {
     let resource = resource.clone();
     let connect = cfg.batch.export_timeout.min(Duration::from_secs(5));
-    match cfg.exporter {
+    match kind {
         ExporterKind::File => {
             let path = cfg
                 .file_path
@@ -264,7 +287,27 @@ impl Core {
         self.processor.on_end(rec.data);
     }
 
+    /// Where spans go, in words (the line `init` logs).
     pub fn destination(&self) -> String {
+        let mut out = self.main_destination();
+        for k in &self.cfg.extra_exporters {
+            match k {
+                ExporterKind::File => out.push_str(&format!(
+                    ", and the local file {}",
+                    self.cfg
+                        .file_path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )),
+                ExporterKind::Console => out.push_str(", and the console (stderr)"),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn main_destination(&self) -> String {
         match self.cfg.mode {
             Mode::Cloud => format!(
                 "HoneyHive at {} (project {}, session {})",

@@ -56,6 +56,7 @@ fn stats_dict<'py>(py: Python<'py>, h: &Handle) -> PyResult<Bound<'py, PyDict>> 
             ("spooled", g(&s.spooled)),
             ("spool_exported", g(&s.spool_exported)),
             ("spool_dropped", g(&s.spool_dropped)),
+            ("copies_failed", g(&s.copies_failed)),
         ]
     });
     let dropped: u64 = counts

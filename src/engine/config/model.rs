@@ -167,6 +167,8 @@ impl NameMatcher {
 pub struct Config {
     pub mode: Mode,
     pub exporter: ExporterKind,
+    /// Exporters that get a copy of every batch besides `exporter` (`file`, `console`).
+    pub extra_exporters: Vec<ExporterKind>,
     pub api_key: Option<Secret>,
     pub project: Option<String>,
     pub source: String,

@@ -412,18 +412,97 @@ fn exporter_kind(name: &str, o: &Origin) -> CResult<ExporterKind> {
     })
 }
 
-/// The mode and exporter from `exporter`, `test_mode`, the endpoints and the API key.
+/// `exporter`: one name, a comma-separated list (`otlp,console`, as
+/// `OTEL_TRACES_EXPORTER` allows) or a list of names. Returns the main exporter (the
+/// OTLP one when listed, else the first: it decides the mode) and the others, which
+/// get a copy of every batch (only `file` and `console` may be others).
+fn exporter_list(r: &Resolver<'_>) -> CResult<Option<(ExporterKind, Vec<ExporterKind>)>> {
+    let (names, o) = match r.find("exporter")? {
+        None => return Ok(None),
+        Some((Found::Env(s, _), o)) => (split_commas(&s), o),
+        Some((Found::Kw(RawValue::Str(s)), o)) => (split_commas(s), o),
+        Some((Found::Kw(RawValue::List(items)), o)) => (
+            items
+                .iter()
+                .map(|i| match i {
+                    RawValue::Str(s) => Ok(s.trim().to_string()),
+                    _ => err(format!("{o} must be a name or a list of names")),
+                })
+                .collect::<CResult<Vec<String>>>()?,
+            o,
+        ),
+        Some((Found::Kw(_), o)) => return err(format!("{o} must be a name or a list of names")),
+    };
+    let mut kinds: Vec<ExporterKind> = Vec::new();
+    for n in &names {
+        let k = exporter_kind(&n.to_ascii_lowercase(), &o)?;
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    let Some(&first) = kinds.first() else {
+        return err(format!(
+            "{o} names no exporter; use otlp, file, console, memory or none"
+        ));
+    };
+    if kinds.len() == 1 {
+        return Ok(Some((first, Vec::new())));
+    }
+    for alone in [ExporterKind::None, ExporterKind::Memory] {
+        if kinds.contains(&alone) {
+            return err(format!(
+                "{o} combines {} with other exporters; it can only be used alone",
+                if alone == ExporterKind::None {
+                    "none"
+                } else {
+                    "memory"
+                }
+            ));
+        }
+    }
+    let main = if kinds.contains(&ExporterKind::Otlp) {
+        ExporterKind::Otlp
+    } else {
+        first
+    };
+    Ok(Some((
+        main,
+        kinds.into_iter().filter(|k| *k != main).collect(),
+    )))
+}
+
+/// The mode, the main exporter and the others, from `exporter`, `test_mode`, the
+/// endpoints and the API key.
+#[allow(clippy::type_complexity)]
 fn destination(
     r: &Resolver<'_>,
     test_mode: bool,
     disabled: bool,
     has_key: bool,
     server_url: &str,
-) -> CResult<(Mode, ExporterKind, Option<String>)> {
-    let exporter = match r.choice("exporter")? {
-        None => None,
-        Some((s, o)) => Some(exporter_kind(&s, &o)?),
+) -> CResult<(Mode, ExporterKind, Option<String>, Vec<ExporterKind>)> {
+    let (exporter, extra) = match exporter_list(r)? {
+        None => (None, Vec::new()),
+        Some((main, extra)) => (Some(main), extra),
     };
+    let (mode, kind, endpoint) =
+        main_destination(r, exporter, test_mode, disabled, has_key, server_url)?;
+    let extra = if matches!(mode, Mode::Disabled) || kind == ExporterKind::None {
+        Vec::new()
+    } else {
+        extra
+    };
+    Ok((mode, kind, endpoint, extra))
+}
+
+fn main_destination(
+    r: &Resolver<'_>,
+    exporter: Option<ExporterKind>,
+    test_mode: bool,
+    disabled: bool,
+    has_key: bool,
+    server_url: &str,
+) -> CResult<(Mode, ExporterKind, Option<String>)> {
     // HH_OTLP_ENDPOINT or the keyword beat an API key; the OTEL_* variables do not.
     let (explicit, late) = match r.text_with_origin("otlp_endpoint")? {
         None => (None, None),
@@ -639,7 +718,7 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         None => DEFAULT_SERVER_URL.to_string(),
         Some((s, o)) => validate_url(&s, &format!("server_url (from {o})"))?,
     };
-    let (mode, exporter, otlp_endpoint) =
+    let (mode, exporter, otlp_endpoint, extra_exporters) =
         destination(&r, test_mode, disabled, api_key.is_some(), &server_url)?;
     let (session_id, session_id_given) = session(&r, mode)?;
     // OTLP's default is no compression; HoneyHive cloud (over the internet) gets gzip.
@@ -651,19 +730,20 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
             other => return err(format!("{o} is {other:?}; use gzip or none")),
         },
     };
-    let file_path = if exporter == ExporterKind::File {
-        let p = PathBuf::from(
-            r.text("file_path")?
-                .unwrap_or_else(|| DEFAULT_FILE.to_string()),
-        );
-        Some(if p.is_absolute() {
-            p
+    let file_path =
+        if exporter == ExporterKind::File || extra_exporters.contains(&ExporterKind::File) {
+            let p = PathBuf::from(
+                r.text("file_path")?
+                    .unwrap_or_else(|| DEFAULT_FILE.to_string()),
+            );
+            Some(if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir().map_or_else(|_| p.clone(), |d| d.join(&p))
+            })
         } else {
-            std::env::current_dir().map_or_else(|_| p.clone(), |d| d.join(&p))
-        })
-    } else {
-        None
-    };
+            None
+        };
     let spool = spool(&r, exporter)?;
     let mut resource_attributes = match r.env_first(&["OTEL_RESOURCE_ATTRIBUTES"]) {
         Some((n, v)) => parse_kv_list(&v, &Origin::Env(n))?,
@@ -709,6 +789,7 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
     let config = Config {
         mode,
         exporter,
+        extra_exporters,
         api_key,
         project,
         source,

@@ -103,7 +103,7 @@ pub static SETTINGS: &[Setting] = &[
     s("disable_tracing", &["OTEL_SDK_DISABLED", "HH_DISABLE_TRACING"], Kind::Bool, "`False`",
       "A no-op tracer: nothing recorded, nothing exported."),
     s("exporter", &["HH_EXPORTER", "OTEL_TRACES_EXPORTER"], Kind::Choice(EXPORTERS),
-      "chosen from the rest", "`otlp`, `file`, `console`, `memory` or `none`."),
+      "chosen from the rest", "`otlp`, `file`, `console`, `memory` or `none`; or several, as a list or `otlp,console` (`file` and `console` get a copy of what goes to the first or to `otlp`)."),
     s("otlp_endpoint",
       &["HH_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"],
       Kind::Url, "",

@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod encode;
+pub mod fanout;
 pub mod file;
 pub mod http;
 pub mod memory;

@@ -38,6 +38,9 @@ pub struct Stats {
     pub spool_exported: AtomicU64,
     /// Spans the spool deleted: past its bounds or age, or refused by the collector.
     pub spool_dropped: AtomicU64,
+    /// Spans an additional exporter (`exporter="otlp,console"`) could not take; the
+    /// main exporter's outcome is what the accounting counts.
+    pub copies_failed: AtomicU64,
     /// Taken by the export thread: fork-safe (`reset` renews it in a forked child).
     last_error: ForkSafeMutex<Option<String>>,
 }
@@ -80,6 +83,7 @@ impl Stats {
             &self.spooled,
             &self.spool_exported,
             &self.spool_dropped,
+            &self.copies_failed,
         ] {
             c.store(0, Ordering::Relaxed);
         }
