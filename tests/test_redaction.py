@@ -335,3 +335,59 @@ def test_static_decorator_metadata_is_redacted_by_a_hook_installed_later(
     t = make_tracer(test_mode=True, redact=docs_redact)
     f()
     assert "static-secret" not in span_text(t.finished_spans()[0])
+
+
+def test_the_hook_sees_attributes_other_code_sets(make_tracer: Make) -> None:
+    """Attributes set through the span API by instrumentations (start attributes,
+    ``set_attribute(s)``, event and link attributes) and an exception's message go
+    through the hook too; the session stamps honeytrace adds do not."""
+    import re
+
+    from opentelemetry import trace as otel
+
+    t = make_tracer(project="p", test_mode=True)
+    ssn = re.compile(r"\d{3}-\d{2}-\d{4}")
+    seen: list[str] = []
+
+    def hook(key: str, value: Any) -> Any:
+        seen.append(key)
+        if isinstance(value, str):
+            return ssn.sub("[ssn]", value)
+        if isinstance(value, list):
+            return [ssn.sub("[ssn]", v) if isinstance(v, str) else v for v in value]
+        return value
+
+    honeytrace.set_redactor(hook)
+    lib = otel.get_tracer("opentelemetry.instrumentation.openai_v2")
+    prompt = '[{"role": "user", "content": "my SSN is 123-45-6789"}]'
+    with lib.start_as_current_span("chat", attributes={"gen_ai.input.messages": prompt}) as s:
+        s.set_attribute("gen_ai.output.messages", "noted 123-45-6789")
+        s.set_attributes({"gen_ai.request.model": "m", "tags": ["a", "321-54-9876"]})
+        s.add_event("gen_ai.choice", {"message": "again 123-45-6789"})
+
+    @trace(tracer=t)
+    def fails() -> None:
+        raise ValueError("user 123-45-6789 not found")
+
+    with pytest.raises(ValueError, match="123-45-6789"):  # the app's exception is untouched
+        fails()
+    spans = {x["name"]: x for x in t.finished_spans()}
+    text = json.dumps(spans)
+    assert "123-45-6789" not in text and "321-54-9876" not in text
+    a = spans["chat"]["attributes"]
+    assert a["gen_ai.input.messages"] == '[{"role": "user", "content": "my SSN is [ssn]"}]'
+    assert a["gen_ai.output.messages"] == "noted [ssn]"
+    assert a["tags"] == ["a", "[ssn]"]
+    assert spans["chat"]["events"][0]["attributes"]["message"] == "again [ssn]"
+    assert "[ssn]" in spans["test_redaction.fails"]["attributes"]["honeyhive_error"]
+    assert "honeyhive.session_id" not in seen
+
+
+def test_without_a_hook_attributes_are_exported_as_set(make_tracer: Make) -> None:
+    from opentelemetry import trace as otel
+
+    t = make_tracer(project="p", test_mode=True)
+    with otel.get_tracer("lib").start_as_current_span("s", attributes={"k": "123-45-6789"}):
+        pass
+    (s,) = t.finished_spans()
+    assert s["attributes"]["k"] == "123-45-6789"

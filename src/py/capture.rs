@@ -25,6 +25,7 @@
 
 use crate::engine::diag::{self, COUNTERS};
 use crate::py::boundary::Section;
+use crate::py::convert::{to_value, value_to_py};
 use crate::py::pystr;
 use opentelemetry::{Key, KeyValue, Value};
 use pyo3::exceptions::PyException;
@@ -188,6 +189,35 @@ fn call_hook<'py>(
         }
         Err(e) => Err(Interrupt(e)),
     }
+}
+
+/// Attributes set through the span API (by instrumentations, the SDK's way) through
+/// the redaction hook, when one is set: `hook(key, value)` for each, its answer
+/// converted as `set_attribute` would (a value OpenTelemetry cannot hold becomes its
+/// `str`). Nothing runs without a hook. A `KeyboardInterrupt` in the hook is passed on.
+pub fn redact_kvs(py: Python<'_>, kvs: &mut [KeyValue]) -> PyResult<()> {
+    if kvs.is_empty() {
+        return Ok(());
+    }
+    let Some(hook) = redactor(py) else {
+        return Ok(());
+    };
+    let hook = hook.bind(py);
+    for kv in kvs.iter_mut() {
+        let value = value_to_py(py, &kv.value)?;
+        let replaced = call_hook(hook, kv.key.as_str(), &value).map_err(|Interrupt(e)| e)?;
+        if replaced.is(&value) {
+            continue;
+        }
+        kv.value = to_value(&replaced).unwrap_or_else(|| {
+            Value::from(
+                Section::open()
+                    .and_then(|_s| replaced.str().ok().map(|s| s.to_string()))
+                    .unwrap_or_default(),
+            )
+        });
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ use crate::engine::span::SpanOptions;
 use crate::engine::tracer::{restart_link_of, SDK_NAME, VERSION};
 use crate::py::boundary::Degrade;
 use crate::py::bridge::bridge;
-use crate::py::capture::suppressed;
+use crate::py::capture::{redact_kvs, suppressed};
 use crate::py::convert::{flag, from_mapping, lenient_text, SpanArgs};
 use crate::py::handle::Handle;
 use crate::py::parent::{baggage_of, parent_of, restart_link, Parent};
@@ -68,6 +68,7 @@ pub fn start_in(
         return Ok(PySpan::non_recording(SpanContext::empty_context()));
     }
     let b = bridge(ctx.py())?;
+    redact_kvs(ctx.py(), &mut opts.attributes)?;
     let bag = baggage_of(b, ctx);
     let incoming = handle.read_baggage(bag.as_ref());
     handle.core.stamper.stamp(

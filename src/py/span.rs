@@ -9,7 +9,7 @@ use crate::engine::span::{ns_to_time, Recording};
 use crate::engine::tracer::Begun;
 use crate::py::boundary::{Degrade, Section};
 use crate::py::bridge::{bridge, from_py_span_context};
-use crate::py::capture::{capture_into, Captured};
+use crate::py::capture::{capture_into, redact_kvs, Captured};
 use crate::py::convert::{from_mapping, lenient_ns, lenient_text, to_value, value_to_py};
 use crate::py::handle::Handle;
 use crate::py::processors;
@@ -270,6 +270,13 @@ impl PySpan {
         self.with_span(|s| s.set_attributes(kvs));
     }
 
+    /// `set_many` for values that may hold user data (an exception's message), through
+    /// the redaction hook.
+    pub fn set_many_redacted(&self, py: Python<'_>, mut kvs: Vec<KeyValue>) {
+        redact_quietly(py, &mut kvs);
+        self.set_many(kvs);
+    }
+
     pub fn set_status_now(&self, status: Status) {
         self.with_span(|s| s.set_status(status));
     }
@@ -323,6 +330,7 @@ impl PySpan {
         if let Some(a) = attributes.filter(|a| !a.is_none()) {
             from_mapping(a, &mut attrs);
         }
+        redact_quietly(py, &mut attrs);
         let when = timestamp.map_or_else(SystemTime::now, ns_to_time);
         self.with_span(|s| s.add_event_with_timestamp("exception", when, attrs));
     }
@@ -338,7 +346,8 @@ impl PySpan {
         let msg = Section::open()
             .and_then(|_s| exc.str().ok().map(|m| m.to_string()))
             .unwrap_or_default();
-        self.set_status_now(Status::error(format!("{name}: {msg}")));
+        let described = redacted_status(exc.py(), format!("{name}: {msg}"));
+        self.set_status_now(Status::error(described));
     }
 
     fn status_from_py(status: &Bound<'_, PyAny>, description: Option<String>) -> Option<Status> {
@@ -401,15 +410,18 @@ pub fn record_failure(span: &PySpan, err: &Bound<'_, PyAny>, traceback: Option<B
             return;
         }
         span.record_exception_event(err, traceback, None, None, true);
-        span.set_many(vec![
-            KeyValue::new(keys::ERROR, described.clone()),
-            KeyValue::new(keys::ERROR_TYPE, qualified_type(&ty)),
-        ]);
-        span.set_status_now(Status::error(described));
+        span.set_many_redacted(
+            py,
+            vec![
+                KeyValue::new(keys::ERROR, described.clone()),
+                KeyValue::new(keys::ERROR_TYPE, qualified_type(&ty)),
+            ],
+        );
+        span.set_status_now(Status::error(redacted_status(py, described)));
     } else if err.is_instance_of::<PyGeneratorExit>() {
         span.set_many(vec![KeyValue::new("honeyhive_metadata.closed_early", true)]);
     } else if err.is_instance_of::<PyKeyboardInterrupt>() {
-        span.set_status_now(Status::error(described));
+        span.set_status_now(Status::error(redacted_status(py, described)));
     } else if err.is_instance_of::<PySystemExit>() {
         let code = Section::open()
             .and_then(|_s| {
@@ -422,7 +434,7 @@ pub fn record_failure(span: &PySpan, err: &Bound<'_, PyAny>, traceback: Option<B
     } else if type_name == "CancelledError" {
         span.set_many(vec![KeyValue::new("honeyhive_metadata.cancelled", true)]);
     } else {
-        span.set_status_now(Status::error(described));
+        span.set_status_now(Status::error(redacted_status(py, described)));
     }
 }
 
@@ -442,6 +454,27 @@ fn describe(err: &Bound<'_, PyAny>) -> (String, String) {
         format!("{type_name}: {message}")
     };
     (type_name, described)
+}
+
+/// Through the redaction hook where nothing may raise (an exception being recorded): a
+/// `KeyboardInterrupt` in the hook replaces every value, as a failure does, so nothing
+/// unredacted is exported; it is counted with the hook's failures.
+fn redact_quietly(py: Python<'_>, kvs: &mut [KeyValue]) {
+    if redact_kvs(py, kvs).is_err() {
+        diag::count(&COUNTERS.redaction_errors);
+        for kv in kvs.iter_mut() {
+            kv.value = opentelemetry::Value::from("<redaction failed>");
+        }
+    }
+}
+
+/// An error status description with the exception's message, through the redaction
+/// hook as `otel.status_description` (it is exported as the status message).
+fn redacted_status(py: Python<'_>, described: String) -> String {
+    let mut kv = [KeyValue::new("otel.status_description", described)];
+    redact_quietly(py, &mut kv);
+    let [kv] = kv;
+    kv.value.as_str().into_owned()
 }
 
 /// A span whose session is its tracer's own takes the `session.id` other code set
@@ -597,14 +630,19 @@ impl PySpan {
         Ok(slot.get_or_insert(made).clone_ref(py))
     }
 
-    fn set_attribute(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) {
+    fn set_attribute(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let Ok(key) = key.cast::<PyString>() else {
             diag::count(&COUNTERS.attributes_dropped);
-            return;
+            return Ok(());
         };
+        if !self.is_recording_now() {
+            return Ok(());
+        }
         match to_value(value) {
             Some(v) => {
-                let kv = KeyValue::new(pystr::text(key).into_owned(), v);
+                let mut kv = [KeyValue::new(pystr::text(key).into_owned(), v)];
+                redact_kvs(key.py(), &mut kv)?;
+                let [kv] = kv;
                 let session = self.session_from(std::slice::from_ref(&kv));
                 self.with_span(|s| {
                     s.set_attribute(kv);
@@ -613,16 +651,22 @@ impl PySpan {
             }
             None => diag::count(&COUNTERS.attributes_dropped),
         }
+        Ok(())
     }
 
-    fn set_attributes(&self, attributes: &Bound<'_, PyAny>) {
+    fn set_attributes(&self, attributes: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !self.is_recording_now() {
+            return Ok(());
+        }
         let mut kvs = Vec::new();
         from_mapping(attributes, &mut kvs);
+        redact_kvs(attributes.py(), &mut kvs)?;
         let session = self.session_from(&kvs);
         self.with_span(|s| {
             s.set_attributes(kvs);
             adopt(s, session);
         });
+        Ok(())
     }
 
     #[pyo3(signature = (name, attributes=None, timestamp=None))]
@@ -631,26 +675,37 @@ impl PySpan {
         name: &Bound<'_, PyAny>,
         attributes: Option<&Bound<'_, PyAny>>,
         timestamp: Option<&Bound<'_, PyAny>>,
-    ) {
+    ) -> PyResult<()> {
+        if !self.is_recording_now() {
+            return Ok(());
+        }
         let name = lenient_text(name);
         let mut kvs = Vec::new();
         if let Some(a) = attributes.filter(|a| !a.is_none()) {
             from_mapping(a, &mut kvs);
+            redact_kvs(a.py(), &mut kvs)?;
         }
         let when = lenient_ns(timestamp).map_or_else(SystemTime::now, ns_to_time);
         self.with_span(|s| s.add_event_with_timestamp(Cow::Owned(name), when, kvs));
+        Ok(())
     }
 
     #[pyo3(signature = (context, attributes=None))]
-    fn add_link(&self, context: &Bound<'_, PyAny>, attributes: Option<&Bound<'_, PyAny>>) {
+    fn add_link(
+        &self,
+        context: &Bound<'_, PyAny>,
+        attributes: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let Some(sc) = from_py_span_context(context) else {
-            return;
+            return Ok(());
         };
         let mut kvs = Vec::new();
         if let Some(a) = attributes.filter(|a| !a.is_none()) {
             from_mapping(a, &mut kvs);
+            redact_kvs(a.py(), &mut kvs)?;
         }
         self.with_span(|s| s.add_link(sc, kvs));
+        Ok(())
     }
 
     fn update_name(&self, name: &Bound<'_, PyAny>) {
