@@ -224,7 +224,7 @@ mod tests {
             status: Status::Unset,
             instrumentation_scope: InstrumentationScope::builder("t").build(),
         };
-        prepare(&mut span);
+        prepare(&mut span, false);
         span.attributes
     }
 

@@ -93,10 +93,13 @@ fn one_exporter(kind: ExporterKind, cfg: &Config, resource: &Resource) -> Export
                 .clone()
                 .unwrap_or_else(|| crate::engine::config::settings::DEFAULT_FILE.into());
             let (max, keep) = (cfg.file_max_bytes, cfg.file_keep);
+            let openinference = cfg.openinference;
             Arc::new(move || {
                 (
-                    Box::new(FileExporter::new(path.clone(), max, keep, &resource))
-                        as Box<dyn Exporter>,
+                    Box::new(
+                        FileExporter::new(path.clone(), max, keep, &resource)
+                            .with_openinference(openinference),
+                    ) as Box<dyn Exporter>,
                     None,
                 )
             })
@@ -133,6 +136,7 @@ fn one_exporter(kind: ExporterKind, cfg: &Config, resource: &Resource) -> Export
                 connect_timeout: connect,
                 keep_buffer: cfg.batch.max_export_batch_bytes.saturating_mul(2),
                 spool: cfg.spool.clone(),
+                openinference: cfg.openinference,
             });
             let retries = cfg.batch.max_retries;
             Arc::new(move || {

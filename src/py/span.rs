@@ -206,7 +206,7 @@ impl PySpan {
         let end = end.unwrap_or_else(SystemTime::now);
         rec.data.end_time = end;
         let mut copy = rec.data.clone();
-        prepare(&mut copy);
+        prepare(&mut copy, h.core.cfg.openinference);
         let copy = Arc::new(copy);
         h.core.finish(rec, Some(end));
         if keep {

@@ -123,8 +123,9 @@ fn span_to_dict<'py>(
     py: Python<'py>,
     mut s: SpanData,
     resource: &Resource,
+    openinference: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    prepare(&mut s);
+    prepare(&mut s, openinference);
     let d = PyDict::new(py);
     d.set_item("name", s.name.as_ref())?;
     d.set_item("trace_id", s.span_context.trace_id().to_string())?;
@@ -404,7 +405,8 @@ impl TracerCore {
         let out = PyList::empty(py);
         if let Some(m) = self.core().pipeline.memory_store() {
             for s in m.snapshot() {
-                out.append(span_to_dict(py, s, &self.core().resource)?)?;
+                let oi = self.core().cfg.openinference;
+                out.append(span_to_dict(py, s, &self.core().resource, oi)?)?;
             }
         }
         Ok(out.unbind())

@@ -125,6 +125,9 @@ pub struct BatchConfig {
     /// carried can still be counted or spooled.
     pub attempt_timeout: Duration,
     pub max_retries: u32,
+    /// Spans are exported with OpenInference's copies of their inputs and outputs
+    /// (`Config::openinference`): their size counts those copies too.
+    pub openinference: bool,
 }
 
 /// The disk spool for batches an OTLP collector could not take
@@ -178,6 +181,8 @@ pub struct Config {
     pub server_url: String,
     pub test_mode: bool,
     pub verbose: bool,
+    /// Write OpenInference's attributes at export (`export::prepare`).
+    pub openinference: bool,
     pub disable_batch: bool,
     pub otlp_endpoint: Option<String>,
     /// Header values may hold credentials: never logged.

@@ -649,6 +649,7 @@ fn batch(r: &Resolver<'_>) -> CResult<BatchConfig> {
             .unwrap_or(Duration::from_secs(5))
             .max(Duration::from_secs(1)),
         max_retries: u32::try_from(r.count("max_retries")?.unwrap_or(5)).unwrap_or(100),
+        openinference: false,
     })
 }
 
@@ -786,6 +787,10 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
     )
     .unwrap_or(usize::MAX);
 
+    // HoneyHive reads its own attributes: the copies would double what is sent there.
+    let openinference = r.boolean("openinference")?.unwrap_or(mode != Mode::Cloud);
+    let mut batch = batch(&r)?;
+    batch.openinference = openinference;
     let config = Config {
         mode,
         exporter,
@@ -799,6 +804,7 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         server_url,
         test_mode,
         verbose: r.boolean("verbose")?.unwrap_or(false),
+        openinference,
         disable_batch: r.boolean("disable_batch")?.unwrap_or(false),
         otlp_endpoint,
         otlp_headers: otlp_headers(&r)?,
@@ -808,7 +814,7 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         file_max_bytes: r.count("file_max_bytes")?.unwrap_or(256 * 1024 * 1024),
         file_keep: r.count("file_keep")?.unwrap_or(10),
         spool,
-        batch: batch(&r)?,
+        batch,
         shutdown_timeout: r
             .seconds("shutdown_timeout")?
             .unwrap_or(Duration::from_secs(5)),

@@ -96,6 +96,8 @@ pub static SETTINGS: &[Setting] = &[
       "`https://api.dp1.us.honeyhive.ai`", "HoneyHive API base URL."),
     s("test_mode", &["HH_TEST_MODE"], Kind::Bool, "`False`",
       "In memory, no network at all; read spans with `tracer.finished_spans()`."),
+    s("openinference", &["HH_OPENINFERENCE"], Kind::Bool, "`True` (`False` for HoneyHive cloud)",
+      "Also write the OpenInference attributes Arize Phoenix and MLflow read: span kind, `input.value`/`output.value`, `user.id`."),
     s("verbose", &["HH_VERBOSE"], Kind::Bool, "`False`",
       "Debug logging on the `honeytrace` logger."),
     s("disable_batch", &["HH_DISABLE_BATCH"], Kind::Bool, "`False`",

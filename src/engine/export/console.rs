@@ -97,7 +97,7 @@ fn line(span: &SpanData, depth: usize) -> String {
 
 fn render(trace: TraceId, mut spans: Vec<SpanData>) -> String {
     for s in &mut spans {
-        super::prepare::prepare(s);
+        super::prepare::prepare(s, false);
     }
     spans.sort_by_key(|s| s.start_time);
     let ids: std::collections::HashSet<SpanId> =

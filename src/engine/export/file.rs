@@ -27,6 +27,7 @@ pub struct FileExporter {
     keep: u64,
     file: Option<File>,
     resource: ResourceAttributesWithSchema,
+    openinference: bool,
 }
 
 /// An exclusive lock on a file, released when dropped (every writer holds one while it
@@ -174,7 +175,15 @@ impl FileExporter {
             keep,
             file: None,
             resource: resource_attrs(resource),
+            openinference: false,
         }
+    }
+
+    /// Write OpenInference's attributes too (`prepare`).
+    #[must_use]
+    pub fn with_openinference(mut self, on: bool) -> Self {
+        self.openinference = on;
+        self
     }
 
     fn open(&mut self) -> Result<(), String> {
@@ -279,7 +288,7 @@ impl FileExporter {
 
 impl Exporter for FileExporter {
     fn export(&mut self, batch: Vec<SpanData>, ctl: &dyn ExportControl) -> ExportResult {
-        let req = encode_request(batch, &self.resource);
+        let req = encode_request(batch, &self.resource, self.openinference);
         let mut line = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
         line.push(b'\n');
         self.append(&line, ctl.deadline())?;

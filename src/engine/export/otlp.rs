@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 pub fn encode_request(
     mut batch: Vec<SpanData>,
     resource: &ResourceAttributesWithSchema,
+    openinference: bool,
 ) -> ExportTraceServiceRequest {
     for span in &mut batch {
-        prepare(span);
+        prepare(span, openinference);
     }
     ExportTraceServiceRequest {
         resource_spans: group_spans_by_resource_and_scope(batch, resource),
@@ -55,6 +56,7 @@ pub struct OtlpExporter {
     max_retries: u32,
     keep_buffer: usize,
     spool: Option<Spool>,
+    openinference: bool,
 }
 
 pub struct OtlpSettings {
@@ -68,6 +70,8 @@ pub struct OtlpSettings {
     /// for the next one (a span larger than `batch_bytes` went alone).
     pub keep_buffer: usize,
     pub spool: Option<SpoolConfig>,
+    /// Write OpenInference's attributes (`prepare`).
+    pub openinference: bool,
 }
 
 /// Where the collector's answer to a delivered request leaves its spans: all taken, or
@@ -136,6 +140,7 @@ impl OtlpExporter {
             resource: resource_attrs(resource),
             max_retries: s.max_retries,
             keep_buffer: s.keep_buffer,
+            openinference: s.openinference,
             spool: s.spool.as_ref().map(|cfg| {
                 let mut destination = format!("{}\n{:?}\n{}", s.endpoint, s.protocol, s.gzip);
                 for (k, v) in &s.headers {
@@ -167,12 +172,12 @@ impl OtlpExporter {
         match self.protocol {
             Protocol::HttpProtobuf => {
                 for span in &mut batch {
-                    prepare(span);
+                    prepare(span, self.openinference);
                 }
                 super::encode::request(&batch, &self.resource_kvs, &mut self.scratch);
             }
             Protocol::HttpJson => {
-                let req = encode_request(batch, &self.resource);
+                let req = encode_request(batch, &self.resource, self.openinference);
                 self.scratch.clear();
                 serde_json::to_writer(&mut self.scratch, &req).map_err(|e| e.to_string())?;
             }

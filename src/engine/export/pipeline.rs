@@ -734,7 +734,7 @@ impl Pipeline {
 
     fn push_to(&self, shared: &Shared, span: SpanData) {
         // Sized before taking the lock, which every caller's thread contends for.
-        let size = span_bytes(&span);
+        let size = span_bytes(&span, shared.batch.openinference);
         let mut st = shared.lock();
         if st.exited {
             drop(st);

@@ -9,6 +9,7 @@ use crate::engine::keys::{
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Key, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
+use std::borrow::Cow;
 
 /// Last write wins, at the position of the first write (Python dict semantics).
 /// The SDK appends on every `set_attribute`; this runs off the hot path, at export.
@@ -69,7 +70,7 @@ fn event_type_from(op: Option<&Value>, oi: Option<&Value>, llm: bool) -> &'stati
 /// `session.id` and traceloop twins of the session stamps, copy `*_raw` attributes to
 /// unset base keys, set the event type when absent, and `honeyhive_duration_ms`.
 /// One classification pass over the attributes.
-pub fn prepare(span: &mut SpanData) {
+pub fn prepare(span: &mut SpanData, openinference: bool) {
     dedup(&mut span.attributes);
     let attrs = &span.attributes;
     let (mut sid, mut project, mut source, mut parent) = (None, None, None, None);
@@ -78,6 +79,8 @@ pub fn prepare(span: &mut SpanData) {
         (false, false, false, false, false);
     let (mut event_type, mut duration, mut any_raw, mut llm) = (false, false, false, false);
     let (mut op, mut oi) = (None, None);
+    let (mut has_input, mut has_output, mut has_user, mut user) = (false, false, false, None);
+    let (mut inputs, mut output) = (false, None);
     for (i, kv) in attrs.iter().enumerate() {
         match kv.key.as_str() {
             "honeyhive.session_id" => sid = Some(i),
@@ -101,7 +104,13 @@ pub fn prepare(span: &mut SpanData) {
             | "llm.request.model"
             | "llm.model_name"
             | "gen_ai.response.model" => llm = true,
+            "input.value" => has_input = true,
+            "output.value" => has_output = true,
+            "user.id" => has_user = true,
+            "honeyhive_outputs.result" => output = Some(i),
+            "honeyhive_user_properties.user_id" => user = Some(i),
             k if k.ends_with("_raw") => any_raw = true,
+            k if k.starts_with("honeyhive_inputs.") => inputs = true,
             _ => {}
         }
     }
@@ -134,13 +143,58 @@ pub fn prepare(span: &mut SpanData) {
             }
         }
     }
-    if !event_type {
+    let event = if event_type {
+        None
+    } else {
         let t = event_type_from(
             op.map(|i| &attrs[i].value),
             oi.map(|i| &attrs[i].value),
             llm,
         );
         extra.push(KeyValue::new(EVENT_TYPE, t));
+        Some(t)
+    };
+    if openinference {
+        if oi.is_none() {
+            let t = event.map(Cow::Borrowed).unwrap_or_else(|| {
+                attrs
+                    .iter()
+                    .find(|kv| kv.key == EVENT_TYPE)
+                    .map_or(Cow::Borrowed("tool"), |kv| kv.value.as_str())
+            });
+            extra.push(KeyValue::new("openinference.span.kind", oi_kind(&t)));
+        }
+        if inputs && !has_input {
+            // An object of the inputs in the order they were captured (the arguments').
+            let mut text = String::from("{");
+            for kv in attrs {
+                if let Some(name) = kv.key.as_str().strip_prefix("honeyhive_inputs.") {
+                    if text.len() > 1 {
+                        text.push(',');
+                    }
+                    text.push_str(&serde_json::Value::from(name).to_string());
+                    text.push(':');
+                    text.push_str(&json_of(&kv.value).to_string());
+                }
+            }
+            text.push('}');
+            extra.push(KeyValue::new("input.value", text));
+            extra.push(KeyValue::new("input.mime_type", "application/json"));
+        }
+        if let (Some(i), false) = (output, has_output) {
+            let (text, mime) = match json_of(&attrs[i].value) {
+                serde_json::Value::String(s) => (s, "text/plain"),
+                other => (other.to_string(), "application/json"),
+            };
+            extra.push(KeyValue::new("output.value", text));
+            extra.push(KeyValue::new("output.mime_type", mime));
+        }
+        if let (Some(i), false) = (user, has_user) {
+            extra.push(KeyValue::new(
+                "user.id",
+                attrs[i].value.as_str().into_owned(),
+            ));
+        }
     }
     if !duration {
         let ms = span
@@ -153,6 +207,40 @@ pub fn prepare(span: &mut SpanData) {
         span.attributes[o].value = session;
     }
     span.attributes.extend(extra);
+}
+
+/// OpenInference's span kind for a HoneyHive event type.
+fn oi_kind(event_type: &str) -> &'static str {
+    match event_type {
+        "model" => "LLM",
+        "chain" | "session" => "CHAIN",
+        _ => "TOOL",
+    }
+}
+
+/// A captured attribute value as JSON: structured values are captured as JSON text,
+/// so a string that parses as a JSON object or array is that value; other strings,
+/// numbers and lists are themselves.
+fn json_of(v: &Value) -> serde_json::Value {
+    match v {
+        Value::String(s) => {
+            let s = s.as_str();
+            if s.starts_with('{') || s.starts_with('[') {
+                if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(s) {
+                    return parsed;
+                }
+            }
+            serde_json::Value::String(s.to_string())
+        }
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::I64(i) => serde_json::Value::from(*i),
+        Value::F64(f) => serde_json::Number::from_f64(*f).map_or_else(
+            || serde_json::Value::String(f.to_string()),
+            serde_json::Value::Number,
+        ),
+        Value::Array(a) => serde_json::Value::String(a.to_string()),
+        _ => serde_json::Value::Null,
+    }
 }
 
 pub fn kind_name(kind: &SpanKind) -> &'static str {

@@ -157,10 +157,28 @@ fn attrs_bytes(attrs: &[KeyValue]) -> usize {
         .sum()
 }
 
+/// The bytes of captured inputs and output, which the export copies into OpenInference's
+/// `input.value`/`output.value` (`prepare`).
+fn copied_bytes(attrs: &[KeyValue]) -> usize {
+    attrs
+        .iter()
+        .filter(|kv| {
+            let k = kv.key.as_str();
+            k.starts_with("honeyhive_inputs.") || k == "honeyhive_outputs.result"
+        })
+        .map(|kv| kv.key.as_str().len() + value_bytes(&kv.value))
+        .sum()
+}
+
 /// About what a finished span holds in memory: its fixed part, its name and the text
-/// of its attributes, events and links. The queue's byte bound counts this.
-pub fn span_bytes(s: &SpanData) -> usize {
-    std::mem::size_of::<SpanData>()
+/// of its attributes, events and links (and the copies the export adds, `openinference`).
+/// The queue's byte bound and the batches' byte bound count this.
+pub fn span_bytes(s: &SpanData, openinference: bool) -> usize {
+    (if openinference {
+        copied_bytes(&s.attributes)
+    } else {
+        0
+    }) + std::mem::size_of::<SpanData>()
         + s.name.len()
         + attrs_bytes(&s.attributes)
         + s.events
