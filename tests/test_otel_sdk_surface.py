@@ -262,3 +262,78 @@ def test_instrument_http_steps_aside_for_the_contrib_instrumentor(
     notes = [r.getMessage() for r in caplog.records if "leaves requests" in r.getMessage()]
     assert len(notes) == 1, notes
     assert all("traceparent" in h for h in seen)
+
+
+def test_openinference_attributes_for_phoenix_and_mlflow(
+    receiver: Receiver, make_tracer: Make
+) -> None:
+    """Alongside HoneyHive's attributes: OpenInference's span kind, inputs, outputs and
+    user, on the wire to an OTLP collector; kept where an instrumentation set them."""
+    from honeytrace import enrich_span
+
+    t = make_tracer(otlp_endpoint=receiver.url, project="p")
+
+    @ht_trace(tracer=t, event_type="model")
+    def complete(prompt: str, options: dict[str, Any], n: int = 1) -> dict[str, Any]:
+        enrich_span(user_properties={"user_id": "u-7"})
+        return {"text": prompt.upper()}
+
+    @ht_trace(tracer=t, event_type="chain")
+    def agent(q: str) -> str:
+        complete(q, {"temperature": 0.2})
+        return "done"
+
+    @ht_trace(tracer=t)
+    def tool() -> None:
+        pass
+
+    agent("hi")
+    tool()
+    lib = trace.get_tracer("openinference.instrumentation.x")
+    with lib.start_as_current_span(
+        "retrieve", attributes={"openinference.span.kind": "RETRIEVER", "input.value": "q"}
+    ):
+        pass
+    assert t.flush(10)
+    spans = spans_by_name(receiver.wait_for_spans(4))
+    c = spans["test_otel_sdk_surface.complete"]["attributes"]
+    assert c["openinference.span.kind"] == "LLM"
+    assert json.loads(c["input.value"]) == {
+        "prompt": "hi",
+        "options": {"temperature": 0.2},
+        "n": 1,
+    }
+    assert list(json.loads(c["input.value"])) == ["prompt", "options", "n"]  # argument order
+    assert c["input.mime_type"] == "application/json"
+    assert json.loads(c["output.value"]) == {"text": "HI"}
+    assert c["output.mime_type"] == "application/json"
+    assert c["user.id"] == "u-7"
+    a = spans["test_otel_sdk_surface.agent"]["attributes"]
+    assert a["openinference.span.kind"] == "CHAIN"
+    assert (a["output.value"], a["output.mime_type"]) == ("done", "text/plain")
+    assert spans["test_otel_sdk_surface.tool"]["attributes"]["openinference.span.kind"] == "TOOL"
+    r = spans["retrieve"]["attributes"]
+    assert (r["openinference.span.kind"], r["input.value"]) == ("RETRIEVER", "q")
+    assert r["honeyhive_event_type"] == "tool"
+
+
+@pytest.mark.parametrize("how", ["keyword", "cloud"])
+def test_openinference_attributes_can_be_turned_off(
+    receiver: Receiver, make_tracer: Make, how: str
+) -> None:
+    """``openinference=False``, and HoneyHive cloud by default (HoneyHive reads its own
+    attributes: the copies would double what is sent)."""
+    if how == "keyword":
+        t = make_tracer(otlp_endpoint=receiver.url, project="p", openinference=False)
+    else:
+        t = make_tracer(api_key="k", server_url=receiver.url, project="p")
+
+    @ht_trace(tracer=t)
+    def f(x: int) -> int:
+        return x
+
+    f(1)
+    assert t.flush(10)
+    (s,) = receiver.wait_for_spans(1)
+    assert s["attributes"]["honeyhive_inputs.x"] == 1
+    assert not [k for k in s["attributes"] if k.startswith(("input.", "output.", "openinf"))]

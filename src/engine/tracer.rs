@@ -296,14 +296,12 @@ impl Core {
         let mut out = self.main_destination();
         for k in &self.cfg.extra_exporters {
             match k {
-                ExporterKind::File => out.push_str(&format!(
-                    ", and the local file {}",
-                    self.cfg
-                        .file_path
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                )),
+                ExporterKind::File => {
+                    out.push_str(", and the local file ");
+                    if let Some(p) = &self.cfg.file_path {
+                        out.push_str(&p.display().to_string());
+                    }
+                }
                 ExporterKind::Console => out.push_str(", and the console (stderr)"),
                 _ => {}
             }

@@ -9,7 +9,6 @@ use crate::engine::keys::{
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Key, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
-use std::borrow::Cow;
 
 /// Last write wins, at the position of the first write (Python dict semantics).
 /// The SDK appends on every `set_attribute`; this runs off the hot path, at export.
@@ -79,8 +78,6 @@ pub fn prepare(span: &mut SpanData, openinference: bool) {
         (false, false, false, false, false);
     let (mut event_type, mut duration, mut any_raw, mut llm) = (false, false, false, false);
     let (mut op, mut oi) = (None, None);
-    let (mut has_input, mut has_output, mut has_user, mut user) = (false, false, false, None);
-    let (mut inputs, mut output) = (false, None);
     for (i, kv) in attrs.iter().enumerate() {
         match kv.key.as_str() {
             "honeyhive.session_id" => sid = Some(i),
@@ -104,13 +101,7 @@ pub fn prepare(span: &mut SpanData, openinference: bool) {
             | "llm.request.model"
             | "llm.model_name"
             | "gen_ai.response.model" => llm = true,
-            "input.value" => has_input = true,
-            "output.value" => has_output = true,
-            "user.id" => has_user = true,
-            "honeyhive_outputs.result" => output = Some(i),
-            "honeyhive_user_properties.user_id" => user = Some(i),
             k if k.ends_with("_raw") => any_raw = true,
-            k if k.starts_with("honeyhive_inputs.") => inputs = true,
             _ => {}
         }
     }
@@ -155,46 +146,13 @@ pub fn prepare(span: &mut SpanData, openinference: bool) {
         Some(t)
     };
     if openinference {
-        if oi.is_none() {
-            let t = event.map(Cow::Borrowed).unwrap_or_else(|| {
-                attrs
-                    .iter()
-                    .find(|kv| kv.key == EVENT_TYPE)
-                    .map_or(Cow::Borrowed("tool"), |kv| kv.value.as_str())
-            });
-            extra.push(KeyValue::new("openinference.span.kind", oi_kind(&t)));
-        }
-        if inputs && !has_input {
-            // An object of the inputs in the order they were captured (the arguments').
-            let mut text = String::from("{");
-            for kv in attrs {
-                if let Some(name) = kv.key.as_str().strip_prefix("honeyhive_inputs.") {
-                    if text.len() > 1 {
-                        text.push(',');
-                    }
-                    text.push_str(&serde_json::Value::from(name).to_string());
-                    text.push(':');
-                    text.push_str(&json_of(&kv.value).to_string());
-                }
-            }
-            text.push('}');
-            extra.push(KeyValue::new("input.value", text));
-            extra.push(KeyValue::new("input.mime_type", "application/json"));
-        }
-        if let (Some(i), false) = (output, has_output) {
-            let (text, mime) = match json_of(&attrs[i].value) {
-                serde_json::Value::String(s) => (s, "text/plain"),
-                other => (other.to_string(), "application/json"),
-            };
-            extra.push(KeyValue::new("output.value", text));
-            extra.push(KeyValue::new("output.mime_type", mime));
-        }
-        if let (Some(i), false) = (user, has_user) {
-            extra.push(KeyValue::new(
-                "user.id",
-                attrs[i].value.as_str().into_owned(),
-            ));
-        }
+        let t = event.unwrap_or_else(|| {
+            attrs
+                .iter()
+                .find(|kv| kv.key == EVENT_TYPE)
+                .map_or("tool", |kv| oi_event(kv.value.as_str().as_ref()))
+        });
+        open_inference(attrs, t, oi.is_some(), &mut extra);
     }
     if !duration {
         let ms = span
@@ -207,6 +165,70 @@ pub fn prepare(span: &mut SpanData, openinference: bool) {
         span.attributes[o].value = session;
     }
     span.attributes.extend(extra);
+}
+
+/// An event type read from a span as one of the static names `oi_kind` knows.
+fn oi_event(t: &str) -> &'static str {
+    match t {
+        "model" => "model",
+        "chain" => "chain",
+        "session" => "session",
+        _ => "tool",
+    }
+}
+
+/// OpenInference's attributes (what Arize Phoenix reads, and MLflow's OTLP ingestion
+/// translates into its span inputs, outputs and type): the span kind from the event
+/// type, `input.value` (an object of the captured inputs, in their order) and
+/// `output.value` with their mime types, `user.id`. Any already set are kept.
+fn open_inference(attrs: &[KeyValue], event_type: &str, has_kind: bool, extra: &mut Vec<KeyValue>) {
+    let (mut has_input, mut has_output, mut has_user) = (false, false, false);
+    let (mut inputs, mut output, mut user) = (false, None, None);
+    for kv in attrs {
+        match kv.key.as_str() {
+            "input.value" => has_input = true,
+            "output.value" => has_output = true,
+            "user.id" => has_user = true,
+            "honeyhive_outputs.result" => output = Some(&kv.value),
+            "honeyhive_user_properties.user_id" => user = Some(&kv.value),
+            k if k.starts_with("honeyhive_inputs.") => inputs = true,
+            _ => {}
+        }
+    }
+    if !has_kind {
+        extra.push(KeyValue::new(
+            "openinference.span.kind",
+            oi_kind(event_type),
+        ));
+    }
+    if inputs && !has_input {
+        // An object of the inputs in the order they were captured (the arguments').
+        let mut text = String::from("{");
+        for kv in attrs {
+            if let Some(name) = kv.key.as_str().strip_prefix("honeyhive_inputs.") {
+                if text.len() > 1 {
+                    text.push(',');
+                }
+                text.push_str(&serde_json::Value::from(name).to_string());
+                text.push(':');
+                text.push_str(&json_of(&kv.value).to_string());
+            }
+        }
+        text.push('}');
+        extra.push(KeyValue::new("input.value", text));
+        extra.push(KeyValue::new("input.mime_type", "application/json"));
+    }
+    if let (Some(v), false) = (output, has_output) {
+        let (text, mime) = match json_of(v) {
+            serde_json::Value::String(s) => (s, "text/plain"),
+            other => (other.to_string(), "application/json"),
+        };
+        extra.push(KeyValue::new("output.value", text));
+        extra.push(KeyValue::new("output.mime_type", mime));
+    }
+    if let (Some(v), false) = (user, has_user) {
+        extra.push(KeyValue::new("user.id", v.as_str().into_owned()));
+    }
 }
 
 /// OpenInference's span kind for a HoneyHive event type.
