@@ -1,7 +1,7 @@
 //! One tracer's engine (`Core`): its configuration, resource, stamps, processor and
 //! export pipeline, and the start and end of its spans.
 
-use crate::engine::config::{Config, ExporterKind, Mode, Secret};
+use crate::engine::config::{Config, ExporterKind, Mode, RootSampler, Secret};
 use crate::engine::export::console::ConsoleExporter;
 use crate::engine::export::fanout::FanOut;
 use crate::engine::export::file::FileExporter;
@@ -11,7 +11,7 @@ use crate::engine::export::pipeline::{ExporterFactory, Pipeline};
 use crate::engine::export::rest::{client_headers, Job, RestClient};
 use crate::engine::export::sink::{Exporter, Stats};
 use crate::engine::ids::ForkSafeIdGenerator;
-use crate::engine::keys::{PROJECT, SOURCE};
+use crate::engine::keys::{PROJECT, SESSION_ID, SOURCE};
 use crate::engine::processor::HoneyHiveProcessor;
 use crate::engine::propagation::traceparent;
 use crate::engine::span::{Recording, SpanOptions};
@@ -20,6 +20,7 @@ use opentelemetry::trace::{Link, SpanContext, SpanId, Status, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{IdGenerator, SpanData, SpanEvents, SpanLimits, SpanLinks};
 use opentelemetry_sdk::Resource;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -151,6 +152,29 @@ fn one_exporter(kind: ExporterKind, cfg: &Config, resource: &Resource) -> Export
     }
 }
 
+/// A new span's context (ids, flags: sampled or not) and its parent, from `decide`.
+pub struct Decision {
+    pub context: SpanContext,
+    parent_id: SpanId,
+    parent_remote: bool,
+}
+
+impl Decision {
+    pub fn sampled(&self) -> bool {
+        self.context.is_sampled()
+    }
+}
+
+/// The first 8 bytes of SHA-256 of a session id, as a number (the session sampler's:
+/// the same in every service and language).
+pub fn session_hash(session: &str) -> u128 {
+    let d = ring::digest::digest(&ring::digest::SHA256, session.as_bytes());
+    let b = d.as_ref();
+    u128::from(u64::from_be_bytes([
+        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+    ]))
+}
+
 /// The start of a span, once `begin_span` has decided about it.
 pub enum Begun {
     /// Recorded: the span to fill and end.
@@ -210,15 +234,14 @@ impl Core {
         self.cfg.mode != Mode::Disabled && !self.pipeline.is_shut_down()
     }
 
-    /// Begin a span under `parent` (None: a root): ids, parent-based sampling (a root
-    /// or a sampled parent records; an unsampled parent's children do not), and the
-    /// SDK's span limits. `opts.attributes` already carry the stamps.
-    pub fn begin_span(
+    /// The ids and flags of a new span under `parent` (None: a root), and whether it
+    /// records, per the sampler (`session`: the span's session id, read only by the
+    /// session sampler).
+    pub fn decide<'s>(
         &self,
-        scope: &InstrumentationScope,
         parent: Option<&SpanContext>,
-        opts: SpanOptions,
-    ) -> Begun {
+        session: impl FnOnce() -> Option<Cow<'s, str>>,
+    ) -> Decision {
         let ids = ForkSafeIdGenerator;
         let (trace_id, flags, state, parent_id, parent_remote) = match parent {
             Some(p) => (
@@ -236,8 +259,66 @@ impl Core {
                 false,
             ),
         };
-        let sc = SpanContext::new(trace_id, ids.new_span_id(), flags, false, state);
-        if !flags.is_sampled() {
+        let sampling = self.cfg.sampling;
+        let sampled = match parent {
+            Some(p) if sampling.parent_based => p.is_sampled(),
+            _ => match sampling.root {
+                RootSampler::AlwaysOn => true,
+                RootSampler::AlwaysOff => false,
+                RootSampler::TraceIdRatio(bound) => {
+                    let b = trace_id.to_bytes();
+                    let low =
+                        u64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+                    u128::from(low) < bound
+                }
+                RootSampler::Session(bound) => session().is_none_or(|s| session_hash(&s) < bound),
+            },
+        };
+        Decision {
+            context: SpanContext::new(
+                trace_id,
+                ids.new_span_id(),
+                flags.with_sampled(sampled),
+                false,
+                state,
+            ),
+            parent_id,
+            parent_remote,
+        }
+    }
+
+    /// Begin a span under `parent` (None: a root): ids, the sampler's decision (see
+    /// `decide`), and the SDK's span limits. `opts.attributes` already carry the stamps.
+    pub fn begin_span(
+        &self,
+        scope: &InstrumentationScope,
+        parent: Option<&SpanContext>,
+        opts: SpanOptions,
+    ) -> Begun {
+        let d = self.decide(parent, || {
+            opts.attributes
+                .iter()
+                .rev()
+                .find(|kv| kv.key == SESSION_ID)
+                .map(|kv| kv.value.as_str())
+        });
+        self.begin_decided(scope, d, opts)
+    }
+
+    /// Begin a span as `decide` decided. An unsampled one is only a context: it is
+    /// counted as started, ended and `sampled_out` at once.
+    pub fn begin_decided(
+        &self,
+        scope: &InstrumentationScope,
+        d: Decision,
+        opts: SpanOptions,
+    ) -> Begun {
+        let Decision {
+            context: sc,
+            parent_id,
+            parent_remote,
+        } = d;
+        if !sc.is_sampled() {
             // Decided as it begins: it records nothing, so it is also done with.
             Stats::add(&self.stats.started, 1);
             Stats::add(&self.stats.ended, 1);

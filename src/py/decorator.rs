@@ -299,37 +299,56 @@ impl TraceSpec {
             return Ok(None);
         };
         let budget = handle.core.cfg.max_attribute_bytes;
-        let mut attrs: Vec<KeyValue> = Vec::with_capacity(
-            self.static_attrs.len() + 8 + self.params.as_ref().map_or(2, Vec::len),
-        );
-        attrs.extend(self.static_attrs.iter().cloned());
-        if let Some(f) = &self.flattened {
-            attrs.extend(f.attributes(py, budget)?.iter().cloned());
-        }
-        if self.capture_inputs {
-            self.capture_args(args, kwargs, budget, &mut attrs)?;
-        }
         let bag = baggage_of(b, &cur);
         let incoming = handle.read_baggage(bag.as_ref());
-        handle
-            .core
-            .stamper
-            .stamp_with(&mut attrs, &incoming, &self.explicit, self.fresh);
-
-        let name: Cow<'static, str> = match self.static_name {
-            Some(n) => Cow::Borrowed(n),
-            None => Cow::Owned(self.name.to_string()),
-        };
-        let mut opts = SpanOptions::new(name, SpanKind::Internal);
-        opts.attributes = attrs;
-        if parent.is_root() {
-            if let Some(remote) = restart_link(&cur) {
-                opts.links.push(restart_link_of(remote));
+        // Decided before anything is captured: an unsampled call costs only its context.
+        let decision = handle.core.decide(parent.span_context(), || {
+            let static_session = || {
+                self.static_attrs
+                    .iter()
+                    .rev()
+                    .find(|kv| kv.key == keys::OTEL_SESSION_ID)
+                    .map(|kv| &kv.value)
+            };
+            let v = self
+                .explicit
+                .session_id
+                .as_ref()
+                .or(incoming.session_id.as_ref())
+                .or_else(static_session)
+                .unwrap_or(&handle.core.stamper.session_id);
+            Some(v.as_str())
+        });
+        let mut opts = SpanOptions::new(Cow::Borrowed(""), SpanKind::Internal);
+        if decision.sampled() {
+            let mut attrs: Vec<KeyValue> = Vec::with_capacity(
+                self.static_attrs.len() + 8 + self.params.as_ref().map_or(2, Vec::len),
+            );
+            attrs.extend(self.static_attrs.iter().cloned());
+            if let Some(f) = &self.flattened {
+                attrs.extend(f.attributes(py, budget)?.iter().cloned());
+            }
+            if self.capture_inputs {
+                self.capture_args(args, kwargs, budget, &mut attrs)?;
+            }
+            handle
+                .core
+                .stamper
+                .stamp_with(&mut attrs, &incoming, &self.explicit, self.fresh);
+            opts.name = match self.static_name {
+                Some(n) => Cow::Borrowed(n),
+                None => Cow::Owned(self.name.to_string()),
+            };
+            opts.attributes = attrs;
+            if parent.is_root() {
+                if let Some(remote) = restart_link(&cur) {
+                    opts.links.push(restart_link_of(remote));
+                }
             }
         }
         let begun = handle
             .core
-            .begin_span(&handle.core.scope, parent.span_context(), opts);
+            .begin_decided(&handle.core.scope, decision, opts);
         let mut span = PySpan::begun(begun, handle.clone(), true, true);
         if let Some(mut call) = call {
             call.budget = budget;

@@ -130,6 +130,34 @@ pub struct BatchConfig {
     pub openinference: bool,
 }
 
+/// How a span that starts a trace (or any span, for samplers that are not parent-based)
+/// is sampled. Bounds are out of 2^64 (`ratio × 2^64`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RootSampler {
+    AlwaysOn,
+    AlwaysOff,
+    /// OpenTelemetry's `TraceIdRatioBased`: the low 64 bits of the trace id below the bound.
+    TraceIdRatio(u128),
+    /// Whole sessions: the first 8 bytes of SHA-256 of the span's session id below the
+    /// bound, so every service of a session decides alike without coordination.
+    Session(u128),
+}
+
+/// The sampler: `parent_based` follows a parent's sampled flag where there is a parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sampling {
+    pub root: RootSampler,
+    pub parent_based: bool,
+}
+
+impl Sampling {
+    /// Every span records unless its parent was not sampled (the default).
+    pub const DEFAULT: Sampling = Sampling {
+        root: RootSampler::AlwaysOn,
+        parent_based: true,
+    };
+}
+
 /// The disk spool for batches an OTLP collector could not take
 /// (src/engine/export/spool.rs).
 #[derive(Clone, Debug)]
@@ -183,6 +211,7 @@ pub struct Config {
     pub verbose: bool,
     /// Write OpenInference's attributes at export (`export::prepare`).
     pub openinference: bool,
+    pub sampling: Sampling,
     pub disable_batch: bool,
     pub otlp_endpoint: Option<String>,
     /// Header values may hold credentials: never logged.

@@ -3,8 +3,8 @@
 //! variable the bad value came from.
 
 use super::model::{
-    BatchConfig, Config, ExporterKind, MatchKind, Mode, NameMatcher, Protocol, Secret, SpoolConfig,
-    Trust,
+    BatchConfig, Config, ExporterKind, MatchKind, Mode, NameMatcher, Protocol, RootSampler,
+    Sampling, Secret, SpoolConfig, Trust,
 };
 use super::settings::{self, Kind, Setting, DEFAULT_FILE, DEFAULT_SERVER_URL, IGNORED_LEGACY_KEYS};
 use super::value::RawValue;
@@ -653,6 +653,60 @@ fn batch(r: &Resolver<'_>) -> CResult<BatchConfig> {
     })
 }
 
+/// The sampler from `sampler` and `sampler_arg` (OpenTelemetry's names and variables).
+fn sampling(r: &Resolver<'_>) -> CResult<Sampling> {
+    let name = match r.choice("sampler")? {
+        None => return Ok(Sampling::DEFAULT),
+        Some((s, o)) => {
+            if !settings::find("sampler").is_some_and(|st| match st.kind {
+                Kind::Choice(names) => names.contains(&s.as_str()),
+                _ => false,
+            }) {
+                return err(format!(
+                    "{o} is {s:?}; use always_on, always_off, traceidratio, \
+                     parentbased_always_on, parentbased_always_off, \
+                     parentbased_traceidratio or session"
+                ));
+            }
+            s
+        }
+    };
+    let bound = || -> CResult<u128> {
+        let ratio = match r.find("sampler_arg")? {
+            None => 1.0,
+            Some((Found::Kw(RawValue::Int(i)), _)) => *i as f64,
+            Some((Found::Kw(RawValue::Float(f)), _)) => *f,
+            Some((found @ (Found::Kw(RawValue::Str(_)) | Found::Env(..)), o)) => {
+                let s = match found {
+                    Found::Env(s, _) => s,
+                    Found::Kw(RawValue::Str(s)) => s.clone(),
+                    Found::Kw(_) => String::new(),
+                };
+                s.trim().parse::<f64>().map_err(|_| {
+                    ConfigError(format!("{o} must be a number from 0 to 1, got {s:?}"))
+                })?
+            }
+            Some((Found::Kw(_), o)) => return err(format!("{o} must be a number from 0 to 1")),
+        };
+        if !(0.0..=1.0).contains(&ratio) {
+            return err(format!("sampler_arg must be from 0 to 1, got {ratio}"));
+        }
+        // ratio × 2^64, as OpenTelemetry's TraceIdRatioBased rounds it.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok((ratio * 18_446_744_073_709_551_616.0).round() as u128)
+    };
+    let (root, parent_based) = match name.as_str() {
+        "always_on" => (RootSampler::AlwaysOn, false),
+        "always_off" => (RootSampler::AlwaysOff, false),
+        "traceidratio" => (RootSampler::TraceIdRatio(bound()?), false),
+        "parentbased_always_on" => (RootSampler::AlwaysOn, true),
+        "parentbased_always_off" => (RootSampler::AlwaysOff, true),
+        "parentbased_traceidratio" => (RootSampler::TraceIdRatio(bound()?), true),
+        _ => (RootSampler::Session(bound()?), false),
+    };
+    Ok(Sampling { root, parent_based })
+}
+
 fn limit(r: &Resolver<'_>, key: &str, default: u32) -> CResult<u32> {
     Ok(r.count(key)?
         .map_or(default, |v| u32::try_from(v).unwrap_or(u32::MAX)))
@@ -787,6 +841,7 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
     )
     .unwrap_or(usize::MAX);
 
+    let sampling = sampling(&r)?;
     // HoneyHive reads its own attributes: the copies would double what is sent there.
     let openinference = r.boolean("openinference")?.unwrap_or(mode != Mode::Cloud);
     let mut batch = batch(&r)?;
@@ -805,6 +860,7 @@ pub fn parse(input: &Input) -> CResult<Parsed> {
         test_mode,
         verbose: r.boolean("verbose")?.unwrap_or(false),
         openinference,
+        sampling,
         disable_batch: r.boolean("disable_batch")?.unwrap_or(false),
         otlp_endpoint,
         otlp_headers: otlp_headers(&r)?,

@@ -78,6 +78,15 @@ const EXPORTERS: &[&str] = &["otlp", "file", "console", "memory", "none"];
 const PROTOCOLS: &[&str] = &["http/protobuf", "http/json"];
 const COMPRESSIONS: &[&str] = &["gzip", "none"];
 const TRUST: &[&str] = &["continue", "restart", "ignore"];
+const SAMPLERS: &[&str] = &[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+    "session",
+];
 
 pub static SETTINGS: &[Setting] = &[
     s("api_key", &["HH_API_KEY", "HONEYHIVE_API_KEY"], Kind::Secret, "",
@@ -96,6 +105,10 @@ pub static SETTINGS: &[Setting] = &[
       "`https://api.dp1.us.honeyhive.ai`", "HoneyHive API base URL."),
     s("test_mode", &["HH_TEST_MODE"], Kind::Bool, "`False`",
       "In memory, no network at all; read spans with `tracer.finished_spans()`."),
+    s("sampler", &["HH_SAMPLER", "OTEL_TRACES_SAMPLER"], Kind::Choice(SAMPLERS), "`parentbased_always_on`",
+      "OpenTelemetry's samplers (`always_on`, `always_off`, `traceidratio`, `parentbased_*`), or `session`: keep or drop whole sessions, alike in every service."),
+    s("sampler_arg", &["HH_SAMPLER_ARG", "OTEL_TRACES_SAMPLER_ARG"], Kind::Text, "`1.0`",
+      "The ratio kept by `traceidratio` and `session` samplers, 0 to 1."),
     s("openinference", &["HH_OPENINFERENCE"], Kind::Bool, "`True` (`False` for HoneyHive cloud)",
       "Also write the OpenInference attributes Arize Phoenix and MLflow read: span kind, `input.value`/`output.value`, `user.id`."),
     s("verbose", &["HH_VERBOSE"], Kind::Bool, "`False`",
