@@ -595,3 +595,92 @@ def test_openai_v2_instrumentor_sync_stream_and_async(make_tracer: Make, no_warn
         assert a["gen_ai.request.model"] == "gpt-test"
         assert a["honeyhive.session_id"] == t.session_id
         assert a["honeyhive_event_type"] == "model"
+
+
+# ---------------------------------------------------------------------------------
+# gRPC: OpenTelemetry's client and server interceptors (sync and aio) on 127.0.0.1
+
+
+def test_grpc_instrumentor_sync_and_aio(
+    pair: tuple[HoneyHiveTracer, HoneyHiveTracer], no_warnings: None
+) -> None:
+    """A unary and a server-streaming call, sync and ``grpc.aio``: the SERVER span is the
+    remote child of the CLIENT span, the handler sees the caller's session in its
+    baggage, and its ``@trace`` span sits below the SERVER span."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from grpc import aio
+    from opentelemetry import baggage
+    from opentelemetry.instrumentation import grpc as otel_grpc
+    from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
+
+    client, server = pair
+    service = "demo.Agent"
+
+    @trace(tracer=server, event_type="tool")
+    def tool() -> bytes:
+        return (baggage.get_baggage("session_id") or "none").encode()
+
+    def ask(request: bytes, context: Any) -> bytes:
+        return tool()
+
+    def stream(request: bytes, context: Any) -> Iterator[bytes]:
+        yield tool()
+        yield tool()
+
+    handlers = grpc.method_handlers_generic_handler(
+        service,
+        {
+            "Ask": grpc.unary_unary_rpc_method_handler(ask),
+            "Stream": grpc.unary_stream_rpc_method_handler(stream),
+        },
+    )
+    srv = grpc.server(
+        ThreadPoolExecutor(4),
+        interceptors=[otel_grpc.server_interceptor(tracer_provider=server.provider)],
+    )
+    srv.add_generic_rpc_handlers((handlers,))
+    port = srv.add_insecure_port("127.0.0.1:0")
+    srv.start()
+    target = f"127.0.0.1:{port}"
+    try:
+        # the instrumentor's own channel wrapper (its sync interceptor is not grpc's type)
+        channel = intercept_channel(
+            grpc.insecure_channel(target),
+            otel_grpc.client_interceptor(tracer_provider=client.provider),
+        )
+        with client.start_as_current_span("call-0"):
+            assert channel.unary_unary(f"/{service}/Ask")(b"q") == client.session_id.encode()
+        with client.start_as_current_span("call-1"):
+            got = list(channel.unary_stream(f"/{service}/Stream")(b"q"))
+            assert got == [client.session_id.encode()] * 2
+        channel.close()
+
+        async def go() -> None:
+            async with aio.insecure_channel(
+                target,
+                interceptors=otel_grpc.aio_client_interceptors(tracer_provider=client.provider),
+            ) as ch:
+                with client.start_as_current_span("call-2"):
+                    reply = await ch.unary_unary(f"/{service}/Ask")(b"q")
+                    assert reply == client.session_id.encode()
+
+        asyncio.run(go())
+    finally:
+        srv.stop(None)
+    cspans = spans_of(client)
+    sspans = spans_of(server)
+    by_id = {s["span_id"]: s for s in sspans}
+    for i, method in enumerate(["Ask", "Stream", "Ask"]):
+        root = the(cspans, name=f"call-{i}")
+        (c,) = [s for s in cspans if s["parent_span_id"] == root["span_id"]]
+        assert (c["kind"], c["scope"]["name"]) == ("CLIENT", "opentelemetry.instrumentation.grpc")
+        assert c["name"] == f"/{service}/{method}"
+        srv_span = the(sspans, parent_span_id=c["span_id"])
+        assert srv_span["kind"] == "SERVER"
+        assert_continues(srv_span, c, client)
+        tools = [s for s in sspans if s["parent_span_id"] == srv_span["span_id"]]
+        assert len(tools) == (2 if method == "Stream" else 1)
+        assert all(s["attributes"]["honeyhive.session_id"] == client.session_id for s in tools)
+        assert by_id[tools[0]["span_id"]]["trace_id"] == c["trace_id"]
