@@ -108,7 +108,12 @@ def links(items: list[tuple[Any, dict[str, Any], int]]) -> tuple[trace.Link, ...
     return tuple(trace.Link(ctx, MappingProxyType(attrs)) for ctx, attrs, _dropped in items)
 
 
+_PLAIN_STATUS = (Status(StatusCode.UNSET), Status(StatusCode.OK))
+
+
 def status(code: int, description: Optional[str]) -> Status:
+    if code < 2:  # no description: one shared object each (a Status is not changed)
+        return _PLAIN_STATUS[code]
     return Status(_STATUS[code], description)
 
 
@@ -133,7 +138,9 @@ _scopes: dict[Any, Any] = {}
 def scope(
     name: str, version: Optional[str], schema_url: Optional[str], attrs: dict[str, Any]
 ) -> Any:
-    key: Any = (name, version, schema_url, tuple(sorted(attrs.items(), key=lambda kv: kv[0])))
+    key: Any = (name, version, schema_url)
+    if attrs:
+        key += tuple(sorted(attrs.items(), key=lambda kv: kv[0]))
     try:
         found = _scopes.get(key)
     except TypeError:  # an unhashable (list) attribute value
@@ -150,11 +157,54 @@ def scope(
     return found
 
 
+if _sdk_trace is not None:
+
+    class EndedSpan(_sdk_trace.ReadableSpan):
+        """The SDK's ``ReadableSpan`` of an ended honeytrace span, for processors'
+        ``on_end``: an instance of the SDK's class, whose values are read from the
+        span when asked (a processor that only queues it pays for none of them)."""
+
+        def __init__(self, span: Any) -> None:  # the SDK's __init__ would read them all
+            self._span = span
+
+        name = property(lambda self: self._span.name)
+        context = property(lambda self: self._span.context)
+        kind = property(lambda self: self._span.kind)
+        parent = property(lambda self: self._span.parent)
+        start_time = property(lambda self: self._span.start_time)
+        end_time = property(lambda self: self._span.end_time)
+        status = property(lambda self: self._span.status)
+        attributes = property(lambda self: self._span.attributes)
+        events = property(lambda self: self._span.events)
+        links = property(lambda self: self._span.links)
+        resource = property(lambda self: self._span.resource)
+        instrumentation_scope = property(lambda self: self._span.instrumentation_scope)
+        instrumentation_info = property(lambda self: self._span.instrumentation_scope)
+        dropped_attributes = property(lambda self: self._span.dropped_attributes)
+        dropped_events = property(lambda self: self._span.dropped_events)
+        dropped_links = property(lambda self: self._span.dropped_links)
+
+        def get_span_context(self) -> Any:
+            return self._span.context
+
+        def to_json(self, indent: Optional[int] = 4) -> str:
+            return str(_materialized(self._span).to_json(indent=indent))
+
+        def __repr__(self) -> str:
+            return f"ReadableSpan(name={self.name!r}, context={self.context!r})"
+
+
 def readable(span: Any) -> Any:
     """What processors' ``on_end`` receive: the SDK's ``ReadableSpan`` for an ended
     honeytrace span (the span itself when the SDK is not installed)."""
     if _sdk_trace is None:
         return span
+    return EndedSpan(span)
+
+
+def _materialized(span: Any) -> Any:
+    """The SDK's own ``ReadableSpan`` with every value of ``span`` read."""
+    assert _sdk_trace is not None
     return _sdk_trace.ReadableSpan(
         name=span.name,
         context=span.context,
@@ -182,7 +232,7 @@ def to_json(span: Any, indent: Any = 4) -> str:
         _core._invalid_argument("Span.to_json")
         indent = 4
     if _sdk_trace is not None:
-        return str(readable(span).to_json(indent=indent))
+        return str(_materialized(span).to_json(indent=indent))
     ctx = span.context
     parent = span.parent
     st = span.status
