@@ -18,14 +18,26 @@ from typing import Any, Optional
 from opentelemetry import trace
 from opentelemetry.trace.status import Status, StatusCode
 
-try:  # the SDK is optional: honeytrace needs only opentelemetry-api
-    from opentelemetry.sdk import resources as _sdk_resources
-    from opentelemetry.sdk import trace as _sdk_trace
-    from opentelemetry.sdk.util import instrumentation as _sdk_instrumentation
-except ImportError:  # pragma: no cover - exercised by the no-SDK test
-    _sdk_trace = None  # type: ignore[assignment]
-    _sdk_resources = None  # type: ignore[assignment]
-    _sdk_instrumentation = None  # type: ignore[assignment]
+_sdk_loaded = False
+_sdk_trace: Any = None
+_sdk_resources: Any = None
+_sdk_instrumentation: Any = None
+
+
+def _sdk() -> bool:
+    """Import the SDK on first use (not with honeytrace: it costs ~20 ms), if it is
+    installed: honeytrace itself needs only opentelemetry-api."""
+    global _sdk_loaded, _sdk_trace, _sdk_resources, _sdk_instrumentation
+    if not _sdk_loaded:
+        _sdk_loaded = True
+        try:
+            from opentelemetry.sdk import resources, trace
+            from opentelemetry.sdk.util import instrumentation
+        except ImportError:
+            return False
+        _sdk_trace, _sdk_resources, _sdk_instrumentation = trace, resources, instrumentation
+    return _sdk_trace is not None
+
 
 #: ``SpanKind`` members by their value (the engine's order).
 KINDS = tuple(trace.SpanKind(i) for i in range(5))
@@ -96,8 +108,9 @@ def attributes(values: dict[str, Any]) -> Any:
 
 def events(items: list[tuple[str, int, dict[str, Any], int]]) -> tuple[Any, ...]:
     out: list[Any] = []
+    sdk = _sdk()
     for name, timestamp, attrs, dropped in items:
-        if _sdk_trace is not None:
+        if sdk:
             out.append(_sdk_trace.Event(name, MappingProxyType(attrs), timestamp))
         else:
             out.append(Event(name, MappingProxyType(attrs), timestamp, dropped))
@@ -124,10 +137,8 @@ def resource(tracer_id: int, attrs: dict[str, Any]) -> Any:
     """The tracer's resource, made once per tracer."""
     found = _resources.get(tracer_id)
     if found is None:
-        if _sdk_resources is not None:
-            found = _sdk_resources.Resource(attrs)
-        else:
-            found = _Resource(MappingProxyType(attrs))
+        sdk = _sdk()
+        found = _sdk_resources.Resource(attrs) if sdk else _Resource(MappingProxyType(attrs))
         _resources[tracer_id] = found
     return found
 
@@ -146,7 +157,7 @@ def scope(
     except TypeError:  # an unhashable (list) attribute value
         key, found = None, None
     if found is None:
-        if _sdk_instrumentation is not None:
+        if _sdk():
             found = _sdk_instrumentation.InstrumentationScope(
                 name, version, schema_url, attrs or None
             )
@@ -157,54 +168,62 @@ def scope(
     return found
 
 
-if _sdk_trace is not None:
+_ended_class: Any = None
 
-    class EndedSpan(_sdk_trace.ReadableSpan):
-        """The SDK's ``ReadableSpan`` of an ended honeytrace span, for processors'
-        ``on_end``: an instance of the SDK's class, whose values are read from the
-        span when asked (a processor that only queues it pays for none of them)."""
 
-        def __init__(self, span: Any) -> None:  # the SDK's __init__ would read them all
-            self._span = span
+def _ended_span_class() -> Any:
+    """``EndedSpan``: made on first use, as a subclass of the SDK's ``ReadableSpan``."""
+    global _ended_class
+    if _ended_class is None:
+        _ended_class = type("EndedSpan", (_EndedSpanBase, _sdk_trace.ReadableSpan), {})
+    return _ended_class
 
-        name = property(lambda self: self._span.name)
-        context = property(lambda self: self._span.context)
-        kind = property(lambda self: self._span.kind)
-        parent = property(lambda self: self._span.parent)
-        start_time = property(lambda self: self._span.start_time)
-        end_time = property(lambda self: self._span.end_time)
-        status = property(lambda self: self._span.status)
-        attributes = property(lambda self: self._span.attributes)
-        events = property(lambda self: self._span.events)
-        links = property(lambda self: self._span.links)
-        resource = property(lambda self: self._span.resource)
-        instrumentation_scope = property(lambda self: self._span.instrumentation_scope)
-        instrumentation_info = property(lambda self: self._span.instrumentation_scope)
-        dropped_attributes = property(lambda self: self._span.dropped_attributes)
-        dropped_events = property(lambda self: self._span.dropped_events)
-        dropped_links = property(lambda self: self._span.dropped_links)
 
-        def get_span_context(self) -> Any:
-            return self._span.context
+class _EndedSpanBase:
+    """The SDK's ``ReadableSpan`` of an ended honeytrace span, for processors'
+    ``on_end``: an instance of the SDK's class, whose values are read from the
+    span when asked (a processor that only queues it pays for none of them)."""
 
-        def to_json(self, indent: Optional[int] = 4) -> str:
-            return str(_materialized(self._span).to_json(indent=indent))
+    def __init__(self, span: Any) -> None:  # the SDK's __init__ would read them all
+        self._span = span
 
-        def __repr__(self) -> str:
-            return f"ReadableSpan(name={self.name!r}, context={self.context!r})"
+    name = property(lambda self: self._span.name)
+    context = property(lambda self: self._span.context)
+    kind = property(lambda self: self._span.kind)
+    parent = property(lambda self: self._span.parent)
+    start_time = property(lambda self: self._span.start_time)
+    end_time = property(lambda self: self._span.end_time)
+    status = property(lambda self: self._span.status)
+    attributes = property(lambda self: self._span.attributes)
+    events = property(lambda self: self._span.events)
+    links = property(lambda self: self._span.links)
+    resource = property(lambda self: self._span.resource)
+    instrumentation_scope = property(lambda self: self._span.instrumentation_scope)
+    instrumentation_info = property(lambda self: self._span.instrumentation_scope)
+    dropped_attributes = property(lambda self: self._span.dropped_attributes)
+    dropped_events = property(lambda self: self._span.dropped_events)
+    dropped_links = property(lambda self: self._span.dropped_links)
+
+    def get_span_context(self) -> Any:
+        return self._span.context
+
+    def to_json(self, indent: Optional[int] = 4) -> str:
+        return str(_materialized(self._span).to_json(indent=indent))
+
+    def __repr__(self) -> str:
+        return f"ReadableSpan(name={self.name!r}, context={self.context!r})"
 
 
 def readable(span: Any) -> Any:
     """What processors' ``on_end`` receive: the SDK's ``ReadableSpan`` for an ended
     honeytrace span (the span itself when the SDK is not installed)."""
-    if _sdk_trace is None:
+    if not _sdk():
         return span
-    return EndedSpan(span)
+    return _ended_span_class()(span)
 
 
 def _materialized(span: Any) -> Any:
     """The SDK's own ``ReadableSpan`` with every value of ``span`` read."""
-    assert _sdk_trace is not None
     return _sdk_trace.ReadableSpan(
         name=span.name,
         context=span.context,
@@ -231,7 +250,7 @@ def to_json(span: Any, indent: Any = 4) -> str:
 
         _core._invalid_argument("Span.to_json")
         indent = 4
-    if _sdk_trace is not None:
+    if _sdk():
         return str(_materialized(span).to_json(indent=indent))
     ctx = span.context
     parent = span.parent

@@ -170,7 +170,7 @@ impl ScopedTracer {
         }
         .options();
         let span = start_span_in(py, &self.scope, self.fixed.as_ref(), context, opts)?;
-        let span = Bound::new(py, span.keep_after_end())?;
+        let span = Bound::new(py, span)?;
         crate::py::span::started(&span, context);
         Ok(span.unbind())
     }
@@ -346,7 +346,7 @@ impl CurrentSpan {
 
     #[fallback(Python::attach(|py| Py::new(py, PySpan::degraded())))]
     fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PySpan>> {
-        let span = Bound::new(py, self.start(py)?.keep_after_end())?;
+        let span = Bound::new(py, self.start(py)?)?;
         crate::py::span::started(&span, self.args.context.as_ref().map(|c| c.bind(py)));
         let b = bridge(py)?;
         let cur = b.current(py)?;

@@ -38,8 +38,7 @@ struct State {
     /// A decorated call's context token (`TraceSpec.enter`), restored by `_done`/`_error`.
     token: Option<Py<PyAny>>,
     /// Keep the span's data after it ends, for reads then (`ended`): set by a read
-    /// while it records, and for spans started through the OpenTelemetry API. A
-    /// decorated call's span that nobody read keeps nothing (see `conclude`).
+    /// while it records. A span nobody read keeps nothing (see `conclude`).
     keep: bool,
     /// The ended span as exported (stamps applied), when kept.
     ended: Option<Arc<SpanData>>,
@@ -144,13 +143,6 @@ impl PySpan {
             record_exception: false,
             set_status_on_exception: false,
         }
-    }
-
-    /// Keep the data after the span ends (spans of the OpenTelemetry API: their
-    /// users may read them then, as the SDK's).
-    pub fn keep_after_end(self) -> Self {
-        self.lock().keep = true;
-        self
     }
 
     /// The span as a decorated call's scope (see `CallCapture`).
