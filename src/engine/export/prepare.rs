@@ -65,51 +65,84 @@ fn event_type_from(op: Option<&Value>, oi: Option<&Value>, llm: bool) -> &'stati
     "tool"
 }
 
+/// Where the attributes `prepare` looks at are, found in one pass.
+#[derive(Default)]
+struct Seen {
+    sid: Option<usize>,
+    project: Option<usize>,
+    source: Option<usize>,
+    parent: Option<usize>,
+    otel_sid: Option<usize>,
+    tl_sid: bool,
+    tl_project: bool,
+    tl_source: bool,
+    tl_parent: bool,
+    event_type: Option<usize>,
+    duration: bool,
+    any_raw: bool,
+    llm: bool,
+    op: Option<usize>,
+    oi: Option<usize>,
+    // OpenInference's
+    inputs: bool,
+    output: Option<usize>,
+    user: Option<usize>,
+    has_input: bool,
+    has_output: bool,
+    has_user: bool,
+}
+
+impl Seen {
+    fn of(attrs: &[KeyValue]) -> Seen {
+        let mut s = Seen::default();
+        for (i, kv) in attrs.iter().enumerate() {
+            match kv.key.as_str() {
+                "honeyhive.session_id" => s.sid = Some(i),
+                "honeyhive.project" => s.project = Some(i),
+                "honeyhive.source" => s.source = Some(i),
+                "honeyhive.parent_id" => s.parent = Some(i),
+                "session.id" => s.otel_sid = Some(i),
+                "traceloop.association.properties.session_id" => s.tl_sid = true,
+                "traceloop.association.properties.project" => s.tl_project = true,
+                "traceloop.association.properties.source" => s.tl_source = true,
+                "traceloop.association.properties.parent_id" => s.tl_parent = true,
+                "honeyhive_event_type" => s.event_type = Some(i),
+                "honeyhive_duration_ms" => s.duration = true,
+                "gen_ai.operation.name" => s.op = Some(i),
+                "openinference.span.kind" => s.oi = Some(i),
+                "gen_ai.request.model"
+                | "gen_ai.system"
+                | "llm.request.model"
+                | "llm.model_name"
+                | "gen_ai.response.model" => s.llm = true,
+                "honeyhive_outputs.result" => s.output = Some(i),
+                "honeyhive_user_properties.user_id" => s.user = Some(i),
+                "input.value" => s.has_input = true,
+                "output.value" => s.has_output = true,
+                "user.id" => s.has_user = true,
+                k if k.starts_with("honeyhive_inputs.") => s.inputs = true,
+                k if k.ends_with("_raw") => s.any_raw = true,
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
 /// Final touches on the export path (background thread): de-duplicate, add the
 /// `session.id` and traceloop twins of the session stamps, copy `*_raw` attributes to
-/// unset base keys, set the event type when absent, and `honeyhive_duration_ms`.
-/// One classification pass over the attributes.
+/// unset base keys, set the event type when absent, `honeyhive_duration_ms`, and
+/// OpenInference's attributes (`openinference`). One classification pass over the
+/// attributes.
 pub fn prepare(span: &mut SpanData, openinference: bool) {
     dedup(&mut span.attributes);
     let attrs = &span.attributes;
-    let (mut sid, mut project, mut source, mut parent) = (None, None, None, None);
-    let mut otel_sid_at = None;
-    let (mut otel_sid, mut tl_sid, mut tl_project, mut tl_source, mut tl_parent) =
-        (false, false, false, false, false);
-    let (mut event_type, mut duration, mut any_raw, mut llm) = (false, false, false, false);
-    let (mut op, mut oi) = (None, None);
-    for (i, kv) in attrs.iter().enumerate() {
-        match kv.key.as_str() {
-            "honeyhive.session_id" => sid = Some(i),
-            "honeyhive.project" => project = Some(i),
-            "honeyhive.source" => source = Some(i),
-            "honeyhive.parent_id" => parent = Some(i),
-            "session.id" => {
-                otel_sid = true;
-                otel_sid_at = Some(i);
-            }
-            "traceloop.association.properties.session_id" => tl_sid = true,
-            "traceloop.association.properties.project" => tl_project = true,
-            "traceloop.association.properties.source" => tl_source = true,
-            "traceloop.association.properties.parent_id" => tl_parent = true,
-            "honeyhive_event_type" => event_type = true,
-            "honeyhive_duration_ms" => duration = true,
-            "gen_ai.operation.name" => op = Some(i),
-            "openinference.span.kind" => oi = Some(i),
-            "gen_ai.request.model"
-            | "gen_ai.system"
-            | "llm.request.model"
-            | "llm.model_name"
-            | "gen_ai.response.model" => llm = true,
-            k if k.ends_with("_raw") => any_raw = true,
-            _ => {}
-        }
-    }
-    let mut extra: Vec<KeyValue> = Vec::with_capacity(7);
+    let seen = Seen::of(attrs);
+    let mut extra: Vec<KeyValue> = Vec::with_capacity(8);
     // A `session.id` other code set that is not the span's session (the caller's, or
     // an explicit one): the session wins, the other id is kept under another key.
     let mut fix_sid = None;
-    if let (Some(s), Some(o)) = (sid, otel_sid_at) {
+    if let (Some(s), Some(o)) = (seen.sid, seen.otel_sid) {
         if attrs[s].value != attrs[o].value {
             fix_sid = Some((o, attrs[s].value.clone()));
             extra.push(KeyValue::new(FRAMEWORK_SESSION_ID, attrs[o].value.clone()));
@@ -120,12 +153,17 @@ pub fn prepare(span: &mut SpanData, openinference: bool) {
             extra.push(KeyValue::new(key.clone(), attrs[i].value.clone()));
         }
     };
-    twin(&mut extra, sid, otel_sid, &OTEL_SESSION_ID);
-    twin(&mut extra, sid, tl_sid, &TL_SESSION_ID);
-    twin(&mut extra, project, tl_project, &TL_PROJECT);
-    twin(&mut extra, source, tl_source, &TL_SOURCE);
-    twin(&mut extra, parent, tl_parent, &TL_PARENT_ID);
-    if any_raw {
+    twin(
+        &mut extra,
+        seen.sid,
+        seen.otel_sid.is_some(),
+        &OTEL_SESSION_ID,
+    );
+    twin(&mut extra, seen.sid, seen.tl_sid, &TL_SESSION_ID);
+    twin(&mut extra, seen.project, seen.tl_project, &TL_PROJECT);
+    twin(&mut extra, seen.source, seen.tl_source, &TL_SOURCE);
+    twin(&mut extra, seen.parent, seen.tl_parent, &TL_PARENT_ID);
+    if seen.any_raw {
         for kv in attrs {
             if let Some(base) = kv.key.as_str().strip_suffix("_raw") {
                 if !base.is_empty() && !attrs.iter().any(|o| o.key.as_str() == base) {
@@ -134,27 +172,21 @@ pub fn prepare(span: &mut SpanData, openinference: bool) {
             }
         }
     }
-    let event = if event_type {
-        None
+    let event = if let Some(i) = seen.event_type {
+        oi_event(attrs[i].value.as_str().as_ref())
     } else {
         let t = event_type_from(
-            op.map(|i| &attrs[i].value),
-            oi.map(|i| &attrs[i].value),
-            llm,
+            seen.op.map(|i| &attrs[i].value),
+            seen.oi.map(|i| &attrs[i].value),
+            seen.llm,
         );
         extra.push(KeyValue::new(EVENT_TYPE, t));
-        Some(t)
+        t
     };
     if openinference {
-        let t = event.unwrap_or_else(|| {
-            attrs
-                .iter()
-                .find(|kv| kv.key == EVENT_TYPE)
-                .map_or("tool", |kv| oi_event(kv.value.as_str().as_ref()))
-        });
-        open_inference(attrs, t, oi.is_some(), &mut extra);
+        open_inference(attrs, &seen, event, &mut extra);
     }
-    if !duration {
+    if !seen.duration {
         let ms = span
             .end_time
             .duration_since(span.start_time)
@@ -181,27 +213,14 @@ fn oi_event(t: &str) -> &'static str {
 /// translates into its span inputs, outputs and type): the span kind from the event
 /// type, `input.value` (an object of the captured inputs, in their order) and
 /// `output.value` with their mime types, `user.id`. Any already set are kept.
-fn open_inference(attrs: &[KeyValue], event_type: &str, has_kind: bool, extra: &mut Vec<KeyValue>) {
-    let (mut has_input, mut has_output, mut has_user) = (false, false, false);
-    let (mut inputs, mut output, mut user) = (false, None, None);
-    for kv in attrs {
-        match kv.key.as_str() {
-            "input.value" => has_input = true,
-            "output.value" => has_output = true,
-            "user.id" => has_user = true,
-            "honeyhive_outputs.result" => output = Some(&kv.value),
-            "honeyhive_user_properties.user_id" => user = Some(&kv.value),
-            k if k.starts_with("honeyhive_inputs.") => inputs = true,
-            _ => {}
-        }
-    }
-    if !has_kind {
+fn open_inference(attrs: &[KeyValue], seen: &Seen, event_type: &str, extra: &mut Vec<KeyValue>) {
+    if seen.oi.is_none() {
         extra.push(KeyValue::new(
             "openinference.span.kind",
             oi_kind(event_type),
         ));
     }
-    if inputs && !has_input {
+    if seen.inputs && !seen.has_input {
         // An object of the inputs in the order they were captured (the arguments').
         let mut text = String::from("{");
         for kv in attrs {
@@ -209,25 +228,53 @@ fn open_inference(attrs: &[KeyValue], event_type: &str, has_kind: bool, extra: &
                 if text.len() > 1 {
                     text.push(',');
                 }
-                text.push_str(&serde_json::Value::from(name).to_string());
+                push_json_str(&mut text, name);
                 text.push(':');
-                text.push_str(&json_of(&kv.value).to_string());
+                push_json(&mut text, &kv.value);
             }
         }
         text.push('}');
         extra.push(KeyValue::new("input.value", text));
         extra.push(KeyValue::new("input.mime_type", "application/json"));
     }
-    if let (Some(v), false) = (output, has_output) {
-        let (text, mime) = match json_of(v) {
-            serde_json::Value::String(s) => (s, "text/plain"),
-            other => (other.to_string(), "application/json"),
+    if let (Some(i), false) = (seen.output, seen.has_output) {
+        let v = &attrs[i].value;
+        let (value, mime) = match v {
+            Value::String(s) if !is_json(s.as_str()) => (v.clone(), "text/plain"),
+            _ => {
+                let mut text = String::new();
+                push_json(&mut text, v);
+                (Value::from(text), "application/json")
+            }
         };
-        extra.push(KeyValue::new("output.value", text));
+        extra.push(KeyValue::new("output.value", value));
         extra.push(KeyValue::new("output.mime_type", mime));
     }
-    if let (Some(v), false) = (user, has_user) {
-        extra.push(KeyValue::new("user.id", v.as_str().into_owned()));
+    if let (Some(i), false) = (seen.user, seen.has_user) {
+        extra.push(KeyValue::new("user.id", attrs[i].value.clone()));
+    }
+}
+
+/// Structured values are captured as JSON text: a string that is a JSON object or
+/// array is taken as that value (a string that only looks like one is text).
+fn is_json(s: &str) -> bool {
+    (s.starts_with('{') || s.starts_with('['))
+        && serde_json::from_str::<serde_json::Value>(s).is_ok()
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::Value::from(s).to_string());
+}
+
+/// A captured attribute value as JSON text (captured JSON as it is: not re-encoded).
+fn push_json(out: &mut String, v: &Value) {
+    match v {
+        Value::String(s) if is_json(s.as_str()) => out.push_str(s.as_str()),
+        Value::String(s) => push_json_str(out, s.as_str()),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::I64(i) => out.push_str(&i.to_string()),
+        Value::F64(f) if f.is_finite() => out.push_str(&f.to_string()),
+        other => push_json_str(out, other.as_str().as_ref()),
     }
 }
 
@@ -237,31 +284,6 @@ fn oi_kind(event_type: &str) -> &'static str {
         "model" => "LLM",
         "chain" | "session" => "CHAIN",
         _ => "TOOL",
-    }
-}
-
-/// A captured attribute value as JSON: structured values are captured as JSON text,
-/// so a string that parses as a JSON object or array is that value; other strings,
-/// numbers and lists are themselves.
-fn json_of(v: &Value) -> serde_json::Value {
-    match v {
-        Value::String(s) => {
-            let s = s.as_str();
-            if s.starts_with('{') || s.starts_with('[') {
-                if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(s) {
-                    return parsed;
-                }
-            }
-            serde_json::Value::String(s.to_string())
-        }
-        Value::Bool(b) => serde_json::Value::Bool(*b),
-        Value::I64(i) => serde_json::Value::from(*i),
-        Value::F64(f) => serde_json::Number::from_f64(*f).map_or_else(
-            || serde_json::Value::String(f.to_string()),
-            serde_json::Value::Number,
-        ),
-        Value::Array(a) => serde_json::Value::String(a.to_string()),
-        _ => serde_json::Value::Null,
     }
 }
 
