@@ -321,3 +321,18 @@ pub fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny
         _ => py.None().into_bound(py),
     })
 }
+
+/// Attributes as a Python dict.
+pub fn kvs_to_dict<'py>(py: Python<'py>, kvs: &[KeyValue]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for kv in kvs {
+        d.set_item(kv.key.as_str(), value_to_py(py, &kv.value)?)?;
+    }
+    Ok(d)
+}
+
+/// A time as nanoseconds since the epoch (0 before it, saturating past u64).
+pub fn ns(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

@@ -10,7 +10,9 @@ use crate::engine::tracer::Begun;
 use crate::py::boundary::{Degrade, Section};
 use crate::py::bridge::{bridge, from_py_span_context};
 use crate::py::capture::{capture_into, redact_kvs, Captured};
-use crate::py::convert::{from_mapping, lenient_ns, lenient_text, to_value, value_to_py};
+use crate::py::convert::{
+    from_mapping, kvs_to_dict, lenient_ns, lenient_text, ns, to_value, value_to_py,
+};
 use crate::py::handle::Handle;
 use crate::py::processors;
 use crate::py::pystr;
@@ -516,19 +518,6 @@ fn readable_kinds(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
         .map(|t| t.bind(py))
 }
 
-fn kvs_dict<'py>(py: Python<'py>, kvs: &[KeyValue]) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    for kv in kvs {
-        d.set_item(kv.key.as_str(), value_to_py(py, &kv.value)?)?;
-    }
-    Ok(d)
-}
-
-fn time_ns(t: SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 fn qualified_type(ty: &Bound<'_, PyType>) -> String {
     let q = ty.qualname().map(|q| q.to_string()).unwrap_or_default();
     match ty.module().map(|m| m.to_string()) {
@@ -812,9 +801,9 @@ impl PySpan {
     #[getter]
     fn start_time(&self) -> Option<u64> {
         if let Some(rec) = self.lock().rec.as_deref() {
-            return Some(time_ns(rec.data.start_time));
+            return Some(ns(rec.data.start_time));
         }
-        self.data().map(|d| time_ns(d.start_time))
+        self.data().map(|d| ns(d.start_time))
     }
 
     /// None while the span records.
@@ -823,14 +812,14 @@ impl PySpan {
         if self.is_recording_now() {
             return None;
         }
-        self.data().map(|d| time_ns(d.end_time))
+        self.data().map(|d| ns(d.end_time))
     }
 
     /// A read-only mapping; the last value set for a key is the one read.
     #[getter]
     fn attributes(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let d = self.data();
-        let attrs = kvs_dict(py, d.as_ref().map_or(&[][..], |d| &d.attributes[..]))?;
+        let attrs = kvs_to_dict(py, d.as_ref().map_or(&[][..], |d| &d.attributes[..]))?;
         Ok(readable(py, "attributes")?.call1((attrs,))?.unbind())
     }
 
@@ -841,8 +830,8 @@ impl PySpan {
             for e in d.events.iter() {
                 list.append((
                     e.name.as_ref(),
-                    time_ns(e.timestamp),
-                    kvs_dict(py, &e.attributes)?,
+                    ns(e.timestamp),
+                    kvs_to_dict(py, &e.attributes)?,
                     e.dropped_attributes_count,
                 ))?;
             }
@@ -858,7 +847,7 @@ impl PySpan {
             for l in d.links.iter() {
                 list.append((
                     b.to_py_span_context(py, &l.span_context)?,
-                    kvs_dict(py, &l.attributes)?,
+                    kvs_to_dict(py, &l.attributes)?,
                     l.dropped_attributes_count,
                 ))?;
             }
@@ -897,7 +886,7 @@ impl PySpan {
                 s.name().to_string(),
                 s.version().map(str::to_string),
                 s.schema_url().map(str::to_string),
-                kvs_dict(py, &s.attributes().cloned().collect::<Vec<_>>())?,
+                kvs_to_dict(py, &s.attributes().cloned().collect::<Vec<_>>())?,
             ),
             None => (String::new(), None, None, PyDict::new(py)),
         };

@@ -15,11 +15,10 @@ use crate::engine::tracer::Core;
 use crate::py::boundary::invalid_argument;
 use crate::py::capture::to_json;
 use crate::py::config::raw_kwargs;
-use crate::py::convert::value_to_py;
+use crate::py::convert::{kvs_to_dict, ns, value_to_py};
 use crate::py::handle::{default_handle, Handle, Processors, GLOBAL_PROCESSORS, REGISTRY};
 use crate::py::otel::{scope_of, ScopedTracer};
 use opentelemetry::trace::Status;
-use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
 use pyo3::exceptions::PyValueError;
@@ -28,7 +27,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------------
 // Reports
@@ -104,19 +103,6 @@ fn stats_dict<'py>(py: Python<'py>, h: &Handle) -> PyResult<Bound<'py, PyDict>> 
     }
     d.set_item("last_error", s.last_error())?;
     Ok(d)
-}
-
-fn kvs_to_dict<'py>(py: Python<'py>, kvs: &[KeyValue]) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    for kv in kvs {
-        d.set_item(kv.key.as_str(), value_to_py(py, &kv.value)?)?;
-    }
-    Ok(d)
-}
-
-fn ns(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn span_to_dict<'py>(
